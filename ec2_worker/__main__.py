@@ -1,0 +1,3 @@
+from ec2_worker.server import main
+
+main()
