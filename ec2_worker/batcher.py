@@ -71,7 +71,10 @@ class InferenceOutcome:
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """What the batcher decided for one batch. Times are the event loop's monotonic clock, in seconds."""
+    """What the batcher decided for one batch.
+
+    Times are ``time.monotonic()`` seconds: uvloop's loop clock has only millisecond resolution.
+    """
 
     batch_id: int
     rows: int
@@ -79,7 +82,9 @@ class BatchRecord:
     first_arrival: float
     slot_free_at: float  # when an execution slot became available to this batch
     timeout_at: float  # first_arrival + batch timeout in force at the time
-    dispatched_at: float
+    earliest_deadline: float  # the most urgent request's deadline in this batch
+    due_at: float  # when the batcher decided the batch had to go (full, timeout, deadline or backlog)
+    dispatched_at: float  # when it actually went: due_at plus the event loop's wake-up lag
     compute_s: float
     reason: str  # full | timeout | deadline | backlog (head already waited past timeout) | closing
     max_batch_size: int
@@ -166,7 +171,9 @@ class DynamicBatcher:
         rate = max(r / s for r, s in self.estimate.by_rows.items() if s > 0) * self.slots
         return max(1, math.ceil(self._queued_rows / rate)) if rate > 0 else 1
 
-    def submit(self, arrays: Mapping[str, np.ndarray], timeout_us: int | None = None) -> asyncio.Future[InferenceOutcome]:
+    def submit(
+        self, arrays: Mapping[str, np.ndarray], timeout_us: int | None = None
+    ) -> asyncio.Future[InferenceOutcome]:
         if self._closing:
             raise Overloaded("worker is draining and accepts no new requests", retry_after_s=1)
         if len(self._queue) >= self.config.max_queue:
@@ -175,7 +182,7 @@ class DynamicBatcher:
                 retry_after_s=self.retry_after_s(),
             )
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         budget = timeout_us / 1e6 if timeout_us is not None else self.config.default_deadline_ms / 1e3
         first = next(iter(arrays.values()))
         p = _Pending(arrays, int(first.shape[0]), now, now + budget, loop.create_future())
@@ -216,33 +223,38 @@ class DynamicBatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._slot.acquire()
-            slot_free_at = loop.time()
+            slot_free_at = time.monotonic()
             reason = "closing"
             while True:
                 head = self._queue[0]
                 batch = self._take_preview()
                 rows = sum(p.rows for p in batch)
+                now = time.monotonic()
+                planned, why = self._due(rows, head)
+                # When the batch was due: a loop that wakes late must not make a decision look late.
+                due = max(slot_free_at, min(now, planned))
                 if rows >= self.config.max_batch_size or len(batch) < len(self._queue):
                     reason = "full"
                     break
                 if self._closing:
                     break
-                due, why = self._due(rows, head)
-                now = loop.time()
-                if now >= due:
-                    reason = "backlog" if head.arrived + self.config.batch_timeout_ms / 1e3 < slot_free_at else why
+                if now >= planned:
+                    backlog = head.arrived + self.config.batch_timeout_ms / 1e3 < slot_free_at
+                    reason = "backlog" if backlog else why
                     break
                 self._arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), timeout=due - now)
+                    await asyncio.wait_for(self._arrived.wait(), timeout=planned - now)
                 except TimeoutError:
                     pass
             for _ in batch:
                 self._queue.popleft()
             self._queued_rows -= rows
-            dispatched = loop.time()
+            dispatched = time.monotonic()
             self._batch_ids += 1
-            task = loop.create_task(self._execute(self._batch_ids, batch, rows, slot_free_at, dispatched, reason))
+            task = loop.create_task(
+                self._execute(self._batch_ids, batch, rows, slot_free_at, max(due, 0.0), dispatched, reason)
+            )
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
@@ -256,7 +268,14 @@ class DynamicBatcher:
         return out, time.perf_counter() - t0
 
     async def _execute(
-        self, batch_id: int, batch: list[_Pending], rows: int, slot_free_at: float, dispatched: float, reason: str
+        self,
+        batch_id: int,
+        batch: list[_Pending],
+        rows: int,
+        slot_free_at: float,
+        due_at: float,
+        dispatched: float,
+        reason: str,
     ) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
@@ -274,7 +293,7 @@ class DynamicBatcher:
                         p.future.set_exception(e)
                 return
             self.estimate.observe(rows, compute_s)
-            done = loop.time()
+            done = time.monotonic()
             start = 0
             for p in batch:
                 part = {k: v[start : start + p.rows] for k, v in outputs.items()}
@@ -290,6 +309,8 @@ class DynamicBatcher:
                 first_arrival=batch[0].arrived,
                 slot_free_at=slot_free_at,
                 timeout_at=batch[0].arrived + cfg.batch_timeout_ms / 1e3,
+                earliest_deadline=min(p.deadline for p in batch),
+                due_at=min(due_at, dispatched),
                 dispatched_at=dispatched,
                 compute_s=compute_s,
                 reason=reason,

@@ -96,9 +96,7 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self.request_success = Counter("nv_inference_request_success", "Number of successful inference requests")
-        self.request_failure = Counter(
-            "nv_inference_request_failure", "Number of failed inference requests, by reason"
-        )
+        self.request_failure = Counter("nv_inference_request_failure", "Number of failed inference requests, by reason")
         self.inference_count = Counter("nv_inference_count", "Number of inferences performed (batch rows)")
         self.exec_count = Counter("nv_inference_exec_count", "Number of model executions (batches) performed")
         self.request_duration_us = Counter(

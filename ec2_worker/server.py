@@ -17,8 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
-from ec2_worker.app import WorkerState, create_admin_app, create_public_app, load_models
-from ec2_worker.app import ServedModel
+from ec2_worker.app import ServedModel, WorkerState, create_admin_app, create_public_app, load_models
 from ec2_worker.config import WorkerSettings
 from inference.repository import ModelRepository
 

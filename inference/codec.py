@@ -193,9 +193,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         inputs[name] = arr
         datatypes[name] = datatype
     if offset != len(binary):
-        raise BadRequest(
-            f"body has {len(binary) - offset} binary bytes not claimed by any input's binary_data_size"
-        )
+        raise BadRequest(f"body has {len(binary) - offset} binary bytes not claimed by any input's binary_data_size")
     batch_sizes = {a.shape[0] if a.ndim else None for a in inputs.values()}
     if len(batch_sizes) > 1:
         raise BadRequest(f"inputs disagree on the batch size (first axis): {sorted(map(str, batch_sizes))}")

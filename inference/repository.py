@@ -56,12 +56,16 @@ class ModelRepository:
 
     def onnx_path(self, name: str) -> Path:
         if not self.has(name):
-            raise ModelNotFound(f"unknown model {name!r}: not in repository {self.root} (build it with `mark zoo build`)")
+            raise ModelNotFound(
+                f"unknown model {name!r}: not in repository {self.root} (build it with `mark zoo build`)"
+            )
         return self.model_dir(name) / MODEL_FILE
 
     def card(self, name: str) -> ModelCard:
         if not self.has(name):
-            raise ModelNotFound(f"unknown model {name!r}: not in repository {self.root} (build it with `mark zoo build`)")
+            raise ModelNotFound(
+                f"unknown model {name!r}: not in repository {self.root} (build it with `mark zoo build`)"
+            )
         return ModelCard.read(self.model_dir(name))
 
     def names(self) -> list[str]:

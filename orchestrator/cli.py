@@ -43,7 +43,9 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
                 return 2
             cards = imagenet.build(repo, only=args.only)
         for c in cards:
-            print(f"{c.name:24} {c.family:9} top1 {c.primary_accuracy:.3f}  {c.file_bytes / 1e6:7.2f} MB  {c.sha256[:12]}")
+            print(
+                f"{c.name:24} {c.family:9} top1 {c.primary_accuracy:.3f}  {c.file_bytes / 1e6:7.2f} MB  {c.sha256[:12]}"
+            )
     print(f"model repository: {repo.root}")
     return 0
 
@@ -123,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  health:   curl {base}/v2/health/ready\n"
         f"  metadata: curl {base}/v2/models/{args.model}\n"
         f"  infer:    curl -s -X POST {base}/v2/models/{args.model}/infer -d "
-        f"'{{\"inputs\":[{{\"name\":\"{inp.name}\",\"datatype\":\"{inp.datatype}\",\"shape\":[1,64],\"data\":{example}}}]}}'\n"
+        f'\'{{"inputs":[{{"name":"{inp.name}","datatype":"{inp.datatype}","shape":[1,64],"data":{example}}}]}}\'\n'
         f"  metrics:  curl {base}/metrics\n"
         f"  python:   tritonclient.http.InferenceServerClient('{args.host}:{args.port}')\n"
         "Ctrl-C stops (accepted requests are finished first).\n",

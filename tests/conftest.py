@@ -39,14 +39,22 @@ def free_port() -> int:
 class WorkerProcess:
     """A real ``python -m ec2_worker`` on loopback; stopped by PID when the test ends."""
 
-    def __init__(self, repo: ModelRepository, tmp: Path, **settings: Any) -> None:
+    def __init__(self, repo: ModelRepository, tmp: Path, env: dict[str, str] | None = None, **settings: Any) -> None:
         self.ready_file = tmp / f"worker-{time.monotonic_ns()}.json"
-        cfg = {"repository": str(repo.root), "port": 0, "admin_port": 0, "threads": 1,
-               "ready_file": str(self.ready_file)} | settings
+        cfg = {
+            "repository": str(repo.root),
+            "port": 0,
+            "admin_port": 0,
+            "threads": 1,
+            "ready_file": str(self.ready_file),
+        } | settings
         self.log = (tmp / f"worker-{time.monotonic_ns()}.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ec2_worker", "--json", json.dumps(cfg)],
-            stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ.copy(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=os.environ | (env or {}),
         )
         deadline = time.monotonic() + 30
         while not self.ready_file.exists():
@@ -88,8 +96,8 @@ class WorkerProcess:
 def start_worker(digits_repo: ModelRepository, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
 
-    def _start(**settings: Any) -> WorkerProcess:
-        w = WorkerProcess(digits_repo, tmp_path, **({"models": ["digits_mlp_small"]} | settings))
+    def _start(env: dict[str, str] | None = None, **settings: Any) -> WorkerProcess:
+        w = WorkerProcess(digits_repo, tmp_path, env, **({"models": ["digits_mlp_small"]} | settings))
         started.append(w)
         return w
 

@@ -50,14 +50,22 @@ def test_binary_request_is_decoded_without_json_data() -> None:
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]), None, "not a (nested) list"),
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [1]}]), None, "neither 'data'"),
         (
-            _json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
-                        {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]),
+            _json_body(
+                [
+                    {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
+                    {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
+                ]
+            ),
             None,
             "appears twice",
         ),
         (
-            _json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
-                        {"name": "y", "datatype": "FP32", "shape": [2], "data": [1, 2]}]),
+            _json_body(
+                [
+                    {"name": "x", "datatype": "FP32", "shape": [1], "data": [1]},
+                    {"name": "y", "datatype": "FP32", "shape": [2], "data": [1, 2]},
+                ]
+            ),
             None,
             "disagree on the batch size",
         ),
@@ -92,11 +100,15 @@ def test_binary_sizes_that_do_not_add_up_are_rejected() -> None:
 
 
 def test_response_honours_requested_outputs_and_binary_flags() -> None:
-    req = decode_request(orjson.dumps({
-        "id": "r1",
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
-        "outputs": [{"name": "b", "parameters": {"binary_data": True}}, {"name": "a"}],
-    }))
+    req = decode_request(
+        orjson.dumps(
+            {
+                "id": "r1",
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}],
+                "outputs": [{"name": "b", "parameters": {"binary_data": True}}, {"name": "a"}],
+            }
+        )
+    )
     outs = {"a": np.array([[1.5, 2.5]], dtype=np.float32), "b": np.array([[7]], dtype=np.int64), "c": np.zeros(1)}
     body, headers = encode_response("m", "1", outs, req)
     hl = int(headers["inference-header-content-length"])
@@ -113,9 +125,11 @@ def test_response_honours_requested_outputs_and_binary_flags() -> None:
 
 
 def test_timeout_parameter_is_validated() -> None:
-    req = decode_request(orjson.dumps({
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "parameters": {"timeout": 1500}
-    }))
+    req = decode_request(
+        orjson.dumps(
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], "parameters": {"timeout": 1500}}
+        )
+    )
     assert req.timeout_us() == 1500
     req.parameters["timeout"] = -3
     with pytest.raises(BadRequest, match="positive number of microseconds"):
@@ -136,8 +150,11 @@ _dtypes = st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8,
 @settings(max_examples=60, deadline=None)
 @given(
     data=_dtypes.flatmap(
-        lambda dt: arrays(dt, st.tuples(st.integers(1, 4), st.integers(0, 5)),
-                          elements={"allow_nan": False} if np.dtype(dt).kind == "f" else None)
+        lambda dt: arrays(
+            dt,
+            st.tuples(st.integers(1, 4), st.integers(0, 5)),
+            elements={"allow_nan": False} if np.dtype(dt).kind == "f" else None,
+        )
     ),
     binary=st.booleans(),
 )

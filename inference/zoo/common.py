@@ -57,11 +57,12 @@ def install_model(
     try:
         shutil.move(str(onnx_file), staging / MODEL_FILE)
         size, sha = file_digest(staging / MODEL_FILE)
+        opset = onnx.load(str(staging / MODEL_FILE), load_external_data=False).opset_import[0].version
         card = ModelCard(
             name=name,
             family=family,
             version="1",
-            framework=f"onnx (opset {onnx.load(str(staging / MODEL_FILE), load_external_data=False).opset_import[0].version})",
+            framework=f"onnx (opset {opset})",
             inputs=inputs,
             outputs=outputs,
             preprocessing=preprocessing,

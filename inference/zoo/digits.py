@@ -60,11 +60,10 @@ def _fit(variant: DigitsVariant, x: np.ndarray, y: np.ndarray) -> tuple[list[np.
 
         lr = LogisticRegression(max_iter=2000, C=1.0, random_state=SEED).fit(x / 16.0, y)
         return [lr.coef_.T.astype(np.float32)], [lr.intercept_.astype(np.float32)]
-    from sklearn.neural_network import MLPClassifier
-
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
 
     mlp = MLPClassifier(hidden_layer_sizes=variant.hidden, max_iter=300, random_state=SEED, alpha=1e-4)
     with warnings.catch_warnings():
@@ -147,7 +146,7 @@ def build(repo: ModelRepository, only: list[str] | None = None) -> list[ModelCar
                     )
                 ],
                 verification={"max_abs_diff_vs_numpy": max_diff, "test_samples": len(y_test)},
-                notes=f"hidden layers {list(v.hidden)}; parameters {sum(w.size + b.size for w, b in zip(weights, biases))}",
+                notes=f"hidden layers {list(v.hidden)}; parameters {sum(w.size for w in weights + biases)}",
             )
         log(f"{v.name}: top-1 {acc:.3f} on held-out, max abs diff {max_diff:.1e}, {time.perf_counter() - t0:.1f}s")
         cards.append(card)
