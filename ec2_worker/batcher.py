@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from inference.errors import InferenceError, Overloaded
+from inference.errors import Overloaded
 from inference.runtime import OnnxModel
 
 
@@ -279,19 +279,19 @@ class DynamicBatcher:
     ) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        released = False
         try:
             try:
                 outputs, compute_s = await loop.run_in_executor(self._executor, self._run_model, batch)
-            except InferenceError as e:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(e)
-                return
             except Exception as e:  # noqa: BLE001 - any failure must reach every waiting client
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(e)
                 return
+            # Free the slot before answering: the batcher's wake-up is then queued ahead of the
+            # response handlers, so the next batch starts computing while responses are written.
+            self._slot.release()
+            released = True
             self.estimate.observe(rows, compute_s)
             done = time.monotonic()
             start = 0
@@ -321,4 +321,5 @@ class DynamicBatcher:
             if self.on_batch:
                 self.on_batch(rec)
         finally:
-            self._slot.release()
+            if not released:
+                self._slot.release()

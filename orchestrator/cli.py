@@ -70,7 +70,14 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from orchestrator.profiler import PROFILES_DIR, profile, write_profile
 
-    result = profile(_repo(args), args.model, threads=args.threads, max_batch=args.max_batch, min_samples=args.samples)
+    result = profile(
+        _repo(args),
+        args.model,
+        threads=args.threads,
+        max_batch=args.max_batch,
+        slots=args.slots,
+        min_samples=args.samples,
+    )
     path = write_profile(result, Path(args.out) if args.out else PROFILES_DIR)
     print(f"{'batch':>5} {'p50 ms':>10} {'p99 ms':>10} {'rows/s':>10}")
     for row in result["batches"]:
@@ -89,6 +96,7 @@ def _worker_settings(args: argparse.Namespace, models: list[str]):  # type: igno
         port=args.port,
         admin_port=args.admin_port,
         threads=args.threads,
+        slots=args.slots,
         max_batch_size=args.max_batch,
         batch_timeout_ms=args.batch_timeout_ms,
         max_queue=args.max_queue,
@@ -139,7 +147,8 @@ def _add_worker_flags(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--host", default="127.0.0.1", help="public interface (default loopback)")
     p.add_argument("--port", type=int, default=port)
     p.add_argument("--admin-port", type=int, default=0, help="internal control port on 127.0.0.1 (0 = any free)")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads per slot")
+    p.add_argument("--slots", type=int, default=1, help="batches executed at once (2 slots x 1 thread suits 2 cores)")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--batch-timeout-ms", type=float, default=5.0)
     p.add_argument("--max-queue", type=int, default=256)
@@ -160,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="measure T(b) for a model on this machine")
     pr.add_argument("model")
-    pr.add_argument("--threads", type=int, default=2)
+    pr.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads per slot")
+    pr.add_argument("--slots", type=int, default=1, help="batches run at once (a worker's parallel slots)")
     pr.add_argument("--max-batch", type=int, default=32)
     pr.add_argument("--samples", type=int, default=50, help="minimum timed runs per batch size")
     pr.add_argument("--out", default=None, help="profiles folder (default: profiles/latency in the checkout)")

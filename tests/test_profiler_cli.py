@@ -64,3 +64,19 @@ def test_cli_zoo_list_and_profile(digits_repo: ModelRepository, tmp_path: Path) 
     assert "wrote" in out and list((tmp_path / "digits_linear").glob("*.json"))
     bad = subprocess.run([*cmd, "profile", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown model 'nope'" in bad.stderr
+
+
+def test_profile_with_parallel_slots_records_the_layout(digits_repo: ModelRepository, tmp_path: Path) -> None:
+    result = profile(
+        digits_repo,
+        "digits_mlp_small",
+        threads=1,
+        max_batch=2,
+        slots=2,
+        min_samples=10,
+        max_seconds_per_batch=0.1,
+        progress=False,
+    )
+    assert result["parallel_slots"] == 2
+    assert all(r["throughput_rps"] > 0 and r["samples"] >= 10 for r in result["batches"])
+    assert write_profile(result, tmp_path).name.endswith("-s2-t1.json")

@@ -66,7 +66,7 @@ def test_card_describes_the_file(built: tuple[ModelRepository, dict[str, ModelCa
     repo, cards = built
     card = cards[name]
     assert card.family == "imagenet"
-    assert [(t.name, t.datatype, list(t.shape)) for t in card.inputs] == [("input", "FP32", [-1, 3, 224, 224])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in card.inputs] == [("input", "UINT8", [-1, 3, 224, 224])]
     assert [(t.name, t.datatype, list(t.shape)) for t in card.outputs] == [("logits", "FP32", [-1, 1000])]
     size, sha = file_digest(repo.onnx_path(name))
     assert (card.file_bytes, card.sha256) == (size, sha)
@@ -116,7 +116,7 @@ def test_onnx_model_classifies_the_sample(built: tuple[ModelRepository, dict[str
     with (SAMPLE_DIR / "labels.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     x = np.concatenate([preprocess(name, Image.open(SAMPLE_DIR / r["file"])) for r in rows])
-    assert x.dtype == np.float32 and x.shape == (len(rows), 3, 224, 224)
+    assert x.dtype == np.uint8 and x.shape == (len(rows), 3, 224, 224)
     model = OnnxModel(repo.onnx_path(name), intra_op_threads=2)
     # one image per run, as the card measures: int8 results depend on batch partners
     logits = np.concatenate([model.run({"input": x[i : i + 1]})["logits"] for i in range(len(x))])
@@ -156,7 +156,7 @@ def test_preprocess_shape_per_variant(name: str, size: int) -> None:
     from inference.zoo.imagenet import preprocess
 
     x = preprocess(name, Image.new("L", (500, 333), color=200))  # grayscale, landscape: converted and cropped
-    assert x.shape == (1, 3, size, size) and x.dtype == np.float32
+    assert x.shape == (1, 3, size, size) and x.dtype == np.uint8
 
 
 def test_zoo_package_does_not_import_torch() -> None:

@@ -70,7 +70,7 @@ QUANT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize shorter side, center crop, then per-channel affine on 0..255 RGB; NCHW float32.
+    """Resize shorter side, center crop (client side, uint8 NCHW), then per-channel affine (in the graph).
 
     One parameterized transform covers both conventions (torchvision's /255-mean/std and TF Lite's
     (x-127)/128), so the card string and the code that clients run cannot drift apart.
@@ -87,15 +87,16 @@ class Preprocessing:
         mean = ", ".join(f"{m:g}" for m in self.mean)
         std = ", ".join(f"{s:g}" for s in self.std)
         return (
-            f"{self.convention}: decode to RGB (PIL .convert('RGB')); resize so the shorter side is "
+            f"client: decode to RGB (PIL .convert('RGB')); resize so the shorter side is "
             f"{self.resize_shorter_to} px, longer side int(longer*{self.resize_shorter_to}/shorter), "
             f"PIL {self.resample.name.lower()}; center crop {self.crop}x{self.crop} at offset "
-            f"round((side-{self.crop})/2); float32 on 0..255, per channel (x - mean) / std with "
-            f"mean ({mean}) and std ({std}) in RGB order; layout NCHW [N,3,{self.crop},{self.crop}]"
+            f"round((side-{self.crop})/2); send the pixels as UINT8 RGB, layout NCHW [N,3,{self.crop},{self.crop}]. "
+            f"In the graph: {self.convention}, i.e. float32 per channel (x - mean) / std with "
+            f"mean ({mean}) and std ({std}) on the 0..255 scale, RGB order"
         )
 
-    def apply(self, image: Image.Image) -> np.ndarray:
-        """One image -> [3, crop, crop] float32."""
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """One image -> [3, crop, crop] uint8: what a client sends (normalization is in the graph)."""
         image = image.convert("RGB")
         w, h = image.size
         r = self.resize_shorter_to
@@ -104,9 +105,25 @@ class Preprocessing:
         left = int(round((new_w - self.crop) / 2.0))
         top = int(round((new_h - self.crop) / 2.0))
         image = image.crop((left, top, left + self.crop, top + self.crop))
-        x: np.ndarray = np.asarray(image, dtype=np.float32)
-        x = (x - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+
+class Normalized(torch.nn.Module):
+    """``model((x - mean) / std)`` on UINT8 pixels: the exported graph takes raw pixels.
+
+    Clients then send 1 byte per channel instead of 4 (a 224x224 image is 147 kB, not 588 kB),
+    which is a quarter of the network, codec and Lambda-payload cost, and they need not know the
+    variant's normalization constants. PIL's resize already yields uint8 pixels, so nothing is lost.
+    """
+
+    def __init__(self, model: torch.nn.Module, prep: Preprocessing) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x.to(torch.float32) - self.mean) / self.std)
 
 
 def torchvision_preprocessing() -> Preprocessing:
@@ -227,8 +244,8 @@ def _float_variant(name: str) -> FloatVariant:
 
 
 def preprocess(variant_name: str, image: Image.Image) -> np.ndarray:
-    """A PIL image -> the [1, 3, H, W] float32 tensor the named variant expects (int8 = its fp32 base)."""
-    return _float_variant(variant_name).preprocessing.apply(image)[np.newaxis]
+    """A PIL image -> the [1, 3, H, W] uint8 tensor the named variant expects (int8 = its fp32 base)."""
+    return _float_variant(variant_name).preprocessing.pixels(image)[np.newaxis]
 
 
 @dataclass(frozen=True)
@@ -242,7 +259,7 @@ class Sample:
     def batch(self, variant_name: str, indices: Sequence[int] | None = None) -> np.ndarray:
         chosen = range(len(self.images)) if indices is None else indices
         prep = _float_variant(variant_name).preprocessing
-        return np.stack([prep.apply(self.images[i]) for i in chosen])
+        return np.stack([prep.pixels(self.images[i]) for i in chosen])
 
 
 def load_sample(directory: Path) -> Sample | None:
@@ -270,7 +287,7 @@ def _diff_inputs(variant_name: str, sample: Sample | None) -> tuple[np.ndarray, 
     noise = [
         Image.fromarray(rng.integers(0, 256, (crop + 40, crop + 60, 3), dtype=np.uint8)) for _ in range(DIFF_BATCH)
     ]
-    batch = np.stack([_float_variant(variant_name).preprocessing.apply(im) for im in noise])
+    batch = np.stack([_float_variant(variant_name).preprocessing.pixels(im) for im in noise])
     return batch, f"{DIFF_BATCH} seeded random-noise images (batch {DIFF_BATCH}; sample absent)"
 
 
@@ -318,7 +335,7 @@ def _export(model: torch.nn.Module, crop: int, out: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     raw = out.with_suffix(".raw.onnx")
-    dummy = torch.zeros(1, 3, crop, crop)
+    dummy = torch.zeros(1, 3, crop, crop, dtype=torch.uint8)
     with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based ONNX export"
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
@@ -340,7 +357,7 @@ def _export(model: torch.nn.Module, crop: int, out: Path) -> None:
 def _export_verified(variant: FloatVariant, out: Path, sample: Sample | None, skipped: str) -> dict[str, Any]:
     """Export and check: ONNX vs torch on a real batch, then sample top-1. Raises if the wiring is wrong."""
     t0 = time.perf_counter()
-    model = variant.load()
+    model = Normalized(variant.load(), variant.preprocessing).eval()
     _export(model, variant.preprocessing.crop, out)
     log(f"{variant.name}: exported {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f}s")
 
