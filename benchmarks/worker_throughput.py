@@ -1,13 +1,15 @@
 """Worker throughput over HTTP vs raw in-process onnxruntime, measured in the same run.
 
-For each model: (1) raw: one onnxruntime session with T intra-op threads runs batches of b back to
-back, rows/s; (2) worker: a real worker process (same T threads, max batch b) under a closed-loop
-client keeping 2*b single-row requests in flight over keep-alive HTTP with binary tensors, rows/s.
-The ratio worker/raw is the serving overhead (HTTP, codec, batching, the client's own CPU on this
-same machine). Target: >= 0.9 for MobileNetV2.
+For each model and each way of splitting T onnxruntime threads into slots x threads (T=2: 1x2 and
+2x1): (1) raw: one onnxruntime session run back to back on batches of b by `slots` Python threads,
+rows/s; (2) worker: a real worker process with the same layout and max batch b, under a closed-loop
+client keeping 2*b*slots single-row requests in flight over keep-alive HTTP with binary tensors,
+req/s. Phases are interleaved round by round against drift in the machine's speed. The headline
+ratio is the best worker layout over the best raw layout: what serving over HTTP costs (HTTP,
+codec, batching, and the client's own CPU on this same machine). Target: >= 0.9 for MobileNetV2.
 
-    .venv/bin/python benchmarks/worker_throughput.py            # mobilenet_v2 b=8 and digits_mlp_large b=32
-    .venv/bin/python benchmarks/worker_throughput.py --seconds 30 --threads 2
+    .venv/bin/python benchmarks/worker_throughput.py              # mobilenet_v2 b=8, digits_mlp_large b=32
+    .venv/bin/python benchmarks/worker_throughput.py --models mobilenet_v2 --rounds 6
 
 Builds missing models first (digits in seconds; mobilenet_v2 needs the zoo extra, about a minute).
 """
@@ -135,6 +137,20 @@ class WorkerUnderTest:
             time.sleep(0.05)
         info = json.loads(self.ready.read_text())
         self.port, self.admin_port = info["port"], info["admin_port"]
+        # Listening comes before the model is loaded; measuring raw while it loads would skew round 1.
+        import urllib.error
+        import urllib.request
+
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/health/ready") as r:
+                    if r.status == 200:
+                        break
+            except urllib.error.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not become ready")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -188,17 +204,21 @@ def batch_rows(admin_port: int, name: str) -> float:
     return float(np.mean([r["rows"] for r in recs])) if recs else 0.0
 
 
-def best_layout(repo: ModelRepository, name: str, batch: int, total_threads: int, seconds: float) -> Layout:
-    """The fastest in-process split of the thread budget: the reference the worker must approach."""
-    rates = {lay: raw_throughput(repo, name, batch, lay, seconds) for lay in layouts(total_threads)}
-    for lay, r in rates.items():
-        print(f"[bench] {name}: raw layout {lay} (slots x threads): {r:.1f} rows/s", file=sys.stderr, flush=True)
-    return max(rates, key=lambda lay: rates[lay])
+def measure(
+    repo: ModelRepository, name: str, batch: int, total_threads: int, seconds: float, rounds: int
+) -> list[Result]:
+    """Every slots x threads layout, raw and HTTP, interleaved in each round.
 
-
-def measure(repo: ModelRepository, name: str, batch: int, layout: Layout, seconds: float, rounds: int) -> Result:
-    """Alternate raw and HTTP phases so that drift in the machine's speed hits both alike."""
-    worker = WorkerUnderTest(repo, name, batch, layout)
+    The machine's speed drifts by several percent over a minute, so each round measures every
+    (layout, raw|HTTP) phase back to back and the figures are means over rounds; one worker
+    process per layout stays up (idle, costing nothing) while the others are measured.
+    """
+    lays = layouts(total_threads)
+    workers = {lay: WorkerUnderTest(repo, name, batch, lay) for lay in lays}
+    raw: dict[Layout, list[float]] = {lay: [] for lay in lays}
+    http: dict[Layout, list[float]] = {lay: [] for lay in lays}
+    lat: dict[Layout, list[float]] = {lay: [] for lay in lays}
+    errors = dict.fromkeys(lays, 0)
     try:
         sample = synthetic_input(OnnxModel(repo.onnx_path(name)), 1)
         try:
@@ -207,35 +227,41 @@ def measure(repo: ModelRepository, name: str, batch: int, layout: Layout, second
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
-        raw_rates, http_rates, lat, errors = [], [], [], 0
         for i in range(rounds):
-            raw_rates.append(raw_throughput(repo, name, batch, layout, seconds))
-            clients = 2 * batch * layout.slots
-            done, lat_i, err_i = runner(closed_loop(worker.port, name, sample, clients, 2.0, seconds))
-            http_rates.append(done / seconds)
-            lat += lat_i
-            errors += err_i
-            print(
-                f"[bench] {name} round {i + 1}/{rounds}: raw {raw_rates[-1]:.1f} rows/s, "
-                f"HTTP {http_rates[-1]:.1f} req/s, ratio {http_rates[-1] / raw_rates[-1]:.3f}",
-                file=sys.stderr,
-                flush=True,
-            )
-        rows = batch_rows(worker.admin_port, name)
+            for lay in lays:
+                raw[lay].append(raw_throughput(repo, name, batch, lay, seconds))
+                clients = 2 * batch * lay.slots
+                done, lat_i, err_i = runner(closed_loop(workers[lay].port, name, sample, clients, 2.0, seconds))
+                http[lay].append(done / seconds)
+                lat[lay] += lat_i
+                errors[lay] += err_i
+                print(
+                    f"[bench] {name} round {i + 1}/{rounds} layout {lay}: raw {raw[lay][-1]:.1f} rows/s, "
+                    f"HTTP {http[lay][-1]:.1f} req/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        rows = {lay: batch_rows(workers[lay].admin_port, name) for lay in lays}
     finally:
-        worker.stop()
-    lat_ms = np.array(lat) * 1e3
-    return Result(
-        name,
-        batch,
-        layout,
-        float(np.mean(raw_rates)),
-        float(np.mean(http_rates)),
-        float(np.percentile(lat_ms, 50)),
-        float(np.percentile(lat_ms, 99)),
-        rows,
-        errors,
-    )
+        for w in workers.values():
+            w.stop()
+    results = []
+    for lay in lays:
+        lat_ms = np.array(lat[lay]) * 1e3
+        results.append(
+            Result(
+                name,
+                batch,
+                lay,
+                float(np.mean(raw[lay])),
+                float(np.mean(http[lay])),
+                float(np.percentile(lat_ms, 50)),
+                float(np.percentile(lat_ms, 99)),
+                rows[lay],
+                errors[lay],
+            )
+        )
+    return results
 
 
 def main() -> None:
@@ -245,8 +271,8 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=2, help="onnxruntime threads in all (slots x threads), raw and worker alike"
     )
-    p.add_argument("--seconds", type=float, default=10.0, help="measurement window per phase")
-    p.add_argument("--rounds", type=int, default=3, help="raw/HTTP phase pairs (alternated against drift)")
+    p.add_argument("--seconds", type=float, default=6.0, help="measurement window per phase")
+    p.add_argument("--rounds", type=int, default=4, help="rounds of every (layout, raw|HTTP) phase, against drift")
     p.add_argument("--repo", default=None)
     args = p.parse_args()
     repo = ModelRepository(args.repo)
@@ -254,24 +280,37 @@ def main() -> None:
     for name in args.models:
         ensure_model(repo, name)
         b = args.batch or DEFAULT_BATCH.get(name, 8)
-        layout = best_layout(repo, name, b, args.threads, min(args.seconds, 5.0))
         print(
-            f"[bench] {name}: batch {b}, layout {layout}, {args.rounds} rounds of raw then HTTP "
-            f"({2 * b * layout.slots} closed-loop clients), {args.seconds:.0f} s each",
+            f"[bench] {name}: batch {b}, layouts {', '.join(map(str, layouts(args.threads)))}, {args.rounds} rounds "
+            f"of raw then HTTP (2 x batch x slots closed-loop clients), {args.seconds:.0f} s each",
             file=sys.stderr,
             flush=True,
         )
-        results.append(measure(repo, name, b, layout, args.seconds, args.rounds))
+        results.append(measure(repo, name, b, args.threads, args.seconds, args.rounds))
 
     print(
         f"\nworker throughput: {cpu_model()}, {os.cpu_count()} cores, "
-        f"{args.rounds} x {args.seconds:.0f} s per phase, means over rounds"
+        f"{args.rounds} rounds x {args.seconds:.0f} s per phase, means over rounds"
     )
-    print(f"{'model':18} {'batch':>5} {'slots x thr':>11} {'raw rows/s':>11} {'HTTP req/s':>11} {'ratio':>6} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'mean batch':>10} {'errors':>6}")
-    for r in results:
-        print(f"{r.model:18} {r.batch:5d} {str(r.layout):>11} {r.raw_rps:11.1f} {r.http_rps:11.1f} {r.ratio:6.3f} "
-              f"{r.http_p50_ms:7.2f} {r.http_p99_ms:7.2f} {r.mean_batch_rows:10.2f} {r.errors:6d}")
+    print(
+        f"{'model':18} {'batch':>5} {'slots x thr':>11} {'raw rows/s':>11} {'HTTP req/s':>11} {'ratio':>6} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'mean batch':>10} {'errors':>6}"
+    )
+    for per_layout in results:
+        for r in per_layout:
+            print(
+                f"{r.model:18} {r.batch:5d} {str(r.layout):>11} {r.raw_rps:11.1f} {r.http_rps:11.1f} {r.ratio:6.3f} "
+                f"{r.http_p50_ms:7.2f} {r.http_p99_ms:7.2f} {r.mean_batch_rows:10.2f} {r.errors:6d}"
+            )
+    print("\nbest worker layout vs best raw layout (the headline ratio):")
+    for per_layout in results:
+        best_raw = max(per_layout, key=lambda r: r.raw_rps)
+        best_http = max(per_layout, key=lambda r: r.http_rps)
+        print(
+            f"{best_raw.model:18} raw {best_raw.raw_rps:9.1f} rows/s ({best_raw.layout})  "
+            f"worker {best_http.http_rps:9.1f} req/s ({best_http.layout})  "
+            f"ratio {best_http.http_rps / best_raw.raw_rps:.3f}"
+        )
 
 
 if __name__ == "__main__":
