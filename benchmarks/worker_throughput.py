@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -224,7 +225,7 @@ def measure(
         try:
             import uvloop
 
-            runner = uvloop.run
+            runner: Any = uvloop.run
         except ImportError:
             runner = asyncio.run
         for i in range(rounds):

@@ -9,6 +9,7 @@ public port never lets anyone reconfigure the worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import os
 import threading
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ec2_worker.batcher import BatchingConfig, DynamicBatcher
+from ec2_worker.batcher import BatchingConfig, BatchRecord, DynamicBatcher
 from ec2_worker.config import WorkerSettings
 from ec2_worker.metrics import WorkerMetrics
 from inference.cards import ModelCard
@@ -292,7 +293,7 @@ def load_models(state: WorkerState, loop: asyncio.AbstractEventLoop) -> None:
     def _start(name: str, model: OnnxModel) -> None:
         sm = state.models[name]
         sm.model = model
-        batcher = DynamicBatcher(model, cfg, slots=s.slots, on_batch=lambda r, n=name: _record(state, n, r))
+        batcher = DynamicBatcher(model, cfg, slots=s.slots, on_batch=functools.partial(_record, state, name))
         batcher.start()
         sm.batcher = batcher
 
@@ -307,7 +308,7 @@ def load_models(state: WorkerState, loop: asyncio.AbstractEventLoop) -> None:
     threading.Thread(target=_work, name="model-loader", daemon=True).start()
 
 
-def _record(state: WorkerState, model: str, rec) -> None:  # type: ignore[no-untyped-def]
+def _record(state: WorkerState, model: str, rec: BatchRecord) -> None:
     labels = (("model", model), ("version", VERSION))
     state.metrics.exec_count.inc(labels)
     state.metrics.inference_count.inc(labels, rec.rows)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -154,7 +155,7 @@ class DynamicBatcher:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    def reconfigure(self, **changes: float | int) -> BatchingConfig:
+    def reconfigure(self, **changes: Any) -> BatchingConfig:
         self.config = replace(self.config, **changes)  # validated by BatchingConfig.__post_init__
         self._arrived.set()  # a shorter timeout may mean the current batch is due now
         return self.config
@@ -203,7 +204,8 @@ class DynamicBatcher:
 
     def _take_preview(self) -> list[_Pending]:
         """The requests that the next batch would hold if it dispatched now."""
-        out, rows = [], 0
+        out: list[_Pending] = []
+        rows = 0
         shape = None
         for p in self._queue:
             tail = tuple((k, a.shape[1:]) for k, a in p.arrays.items())

@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: model {args.model!r} is not built; run `mark zoo build imagenet` first", file=sys.stderr)
             return 2
         print(f"[run] building the digits family into {repo.root} (first run only)", file=sys.stderr)
-        digits.build(repo)
+        digits.build(repo, only=[args.model])
     card = repo.card(args.model)
     inp = card.inputs[0]
     base = f"http://{args.host}:{args.port}"

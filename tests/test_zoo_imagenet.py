@@ -165,3 +165,38 @@ def test_zoo_package_does_not_import_torch() -> None:
         "import sys, inference.zoo; assert 'torch' not in sys.modules and 'inference.zoo.imagenet' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_worker_classifies_real_photos_sent_as_uint8_binary_tensors(
+    built: tuple[ModelRepository, dict[str, ModelCard]], tmp_path: Path
+) -> None:
+    """End to end with a real ImageNet model: photos -> client preprocessing -> tritonclient -> worker."""
+    _require_sample()
+    import tritonclient.http as httpclient
+
+    from inference.zoo.imagenet import load_sample, preprocess
+    from tests.conftest import WorkerProcess
+
+    repo, _ = built
+    sample = load_sample(SAMPLE_DIR)
+    assert sample is not None
+    idx = list(range(0, 100, 5))
+    x = np.concatenate([preprocess("mobilenet_v2", sample.images[i]) for i in idx])
+    assert x.dtype == np.uint8 and x.nbytes == len(idx) * 3 * 224 * 224  # 147 kB an image on the wire
+    worker = WorkerProcess(repo, tmp_path, models=["mobilenet_v2"], threads=2, max_batch_size=4)
+    try:
+        client = httpclient.InferenceServerClient(worker.url)
+        predicted = []
+        for i in range(len(idx)):
+            inp = httpclient.InferInput("input", [1, 3, 224, 224], "UINT8")
+            inp.set_data_from_numpy(x[i : i + 1])
+            predicted.append(int(client.infer("mobilenet_v2", [inp]).as_numpy("logits").argmax()))
+        assert (np.array(predicted) == sample.labels[idx]).mean() >= 0.7
+        wrong = httpclient.InferInput("input", [1, 3, 224, 224], "FP32")
+        wrong.set_data_from_numpy(x[:1].astype(np.float32))
+        from tritonclient.utils import InferenceServerException
+
+        with pytest.raises(InferenceServerException, match="datatype FP32, the model expects UINT8"):
+            client.infer("mobilenet_v2", [wrong])
+    finally:
+        worker.stop()

@@ -119,11 +119,13 @@ class Normalized(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, prep: Preprocessing) -> None:
         super().__init__()
         self.model = model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x.to(torch.float32) - self.mean) / self.std)
+        return self.model((x.to(torch.float32) - self.mean) / self.std)  # type: ignore[no-any-return]
 
 
 def torchvision_preprocessing() -> Preprocessing:
