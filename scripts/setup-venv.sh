@@ -12,7 +12,7 @@ stamp="$venv/.installed-$(echo "$extras" | tr ',' '-')"
 pip_install() {
   set +e
   "$venv/bin/python" -m pip install --quiet "$@" 2>&1 \
-    | grep -vE "is ignored: it is neither|BuildBackendWarning|^ *(!!|\*+$|return '|with strategy|Please be careful|name as your package|\*\*\*)" >&2
+    | grep -vE "is ignored: it is neither|BuildBackendWarning|^ *(!!|\*+$|return '|with strategy|Please be careful|name as your package|\*\*\*)|^[[:space:]]*$" >&2
   local code=${PIPESTATUS[0]}
   set -e
   return "$code"
