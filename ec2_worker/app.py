@@ -13,8 +13,7 @@ import functools
 import hmac
 import os
 import threading
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,56 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ec2_worker.app_state import VERSION, WorkerState, check_version
 from ec2_worker.batcher import BatchingConfig, BatchRecord, DynamicBatcher
-from ec2_worker.config import WorkerSettings
-from ec2_worker.metrics import WorkerMetrics
-from inference.cards import ModelCard
-from inference.codec import HEADER_LENGTH, decode_request, encode_response
-from inference.errors import BadRequest, InferenceError, ModelNotFound, Overloaded, PayloadTooLarge
-from inference.repository import ModelRepository, validate_name
+from ec2_worker.infer_route import InferRoute
+from inference.errors import BadRequest, InferenceError
 from inference.runtime import OnnxModel
 
-VERSION = "1"
 ADMIN_TOKEN_ENV = "MARK_WORKER_ADMIN_TOKEN"
-
-
-@dataclass
-class ServedModel:
-    card: ModelCard
-    model: OnnxModel | None = None
-    batcher: DynamicBatcher | None = None
-    error: str | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self.batcher is not None
-
-
-@dataclass
-class WorkerState:
-    settings: WorkerSettings
-    repo: ModelRepository
-    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-    models: dict[str, ServedModel] = field(default_factory=dict)
-    draining: bool = False
-    started_at: float = field(default_factory=time.time)
-
-    def get(self, name: str) -> ServedModel:
-        validate_name(name)
-        sm = self.models.get(name)
-        if sm is None:
-            raise ModelNotFound(f"unknown model {name!r}; this worker serves {sorted(self.models)}")
-        return sm
-
-    def batcher(self, name: str) -> DynamicBatcher:
-        sm = self.get(name)
-        if sm.batcher is None:
-            raise Overloaded(f"model {name!r} is still loading", retry_after_s=1)
-        return sm.batcher
-
-    @property
-    def ready(self) -> bool:
-        return not self.draining and bool(self.models) and all(m.ready for m in self.models.values())
 
 
 def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
@@ -102,29 +58,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it passes ``limit``: never buffers an oversized upload."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes")
-        except ValueError:
-            raise BadRequest(f"Content-Length must be an integer, got {declared!r}") from None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _tensor_meta(specs: tuple) -> list[dict]:
     return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
 
 
-def create_public_app(state: WorkerState) -> FastAPI:
+def create_public_app(state: WorkerState) -> InferRoute:
+    """FastAPI for health, metadata and metrics, behind the plain-ASGI infer route (the hot path)."""
     app = FastAPI(title="mark ec2 worker", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
     m = state.metrics
@@ -147,7 +86,7 @@ def create_public_app(state: WorkerState) -> FastAPI:
     @app.get("/v2/models/{model}/versions/{version}")
     async def model_metadata(model: str, version: str = VERSION) -> Response:
         sm = state.get(model)
-        _check_version(model, version)
+        check_version(model, version)
         return JSONResponse(
             {
                 "name": model,
@@ -162,67 +101,16 @@ def create_public_app(state: WorkerState) -> FastAPI:
     @app.get("/v2/models/{model}/versions/{version}/ready")
     async def model_ready(model: str, version: str = VERSION) -> Response:
         sm = state.get(model)
-        _check_version(model, version)
+        check_version(model, version)
         ok = sm.ready and not state.draining
         body = {"name": model, "ready": ok} | ({"error": sm.error} if sm.error else {})
         return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.post("/v2/models/{model}/infer")
-    @app.post("/v2/models/{model}/versions/{version}/infer")
-    async def infer(model: str, request: Request, version: str = VERSION) -> Response:
-        t0 = time.perf_counter()
-        labels = (("model", model), ("version", VERSION))
-        try:
-            sm = state.get(model)
-            _check_version(model, version)
-            batcher = state.batcher(model)
-            body = await _read_body(request, state.settings.max_body_bytes)
-            req = decode_request(body, request.headers.get(HEADER_LENGTH))
-            assert sm.model is not None
-            sm.model.check_inputs(req.inputs, req.datatypes)
-            fut = batcher.submit(req.inputs, req.timeout_us())
-        except InferenceError as e:
-            if isinstance(e, Overloaded):
-                m.rejected.inc(labels)
-            if not isinstance(e, ModelNotFound):  # unknown names would grow label sets without bound
-                m.request_failure.inc(labels + (("reason", e.__class__.__name__),))
-            raise
-        m.pending.inc(labels)
-        try:
-            outcome = await fut
-            out_body, headers = encode_response(
-                model,
-                VERSION,
-                outcome.outputs,
-                req,
-                {"batch_rows": outcome.batch_rows, "queue_us": int(outcome.queue_s * 1e6)},
-            )
-        except InferenceError as e:
-            m.request_failure.inc(labels + (("reason", e.__class__.__name__),))
-            raise
-        finally:
-            m.pending.inc(labels, -1)
-        elapsed = time.perf_counter() - t0
-        m.request_success.inc(labels)
-        m.request_duration_us.inc(labels, elapsed * 1e6)
-        m.queue_duration_us.inc(labels, outcome.queue_s * 1e6)
-        m.compute_infer_duration_us.inc(labels, outcome.compute_s * 1e6)
-        m.request_duration.observe(labels, elapsed)
-        m.queue_duration.observe(labels, outcome.queue_s)
-        if outcome.late:
-            m.late.inc(labels)
-        return Response(out_body, headers=headers, media_type=None)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(m.render(), media_type="text/plain; version=0.0.4")
 
-    return app
-
-
-def _check_version(model: str, version: str) -> None:
-    if version != VERSION:
-        raise ModelNotFound(f"model {model!r} has no version {version!r}; available: [{VERSION!r}]")
+    return InferRoute(state, app)
 
 
 class BatchingUpdate(BaseModel):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import uvicorn
 
-from ec2_worker.app import ServedModel, WorkerState, create_admin_app, create_public_app, load_models
+from ec2_worker.app import create_admin_app, create_public_app, load_models
+from ec2_worker.app_state import ServedModel, WorkerState
 from ec2_worker.config import WorkerSettings
 from inference.repository import ModelRepository
 

@@ -122,6 +122,8 @@ def _decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: An
         raise BadRequest(f"input {name!r}: 'data' is not a (nested) list of {datatype} values: {e}") from None
     if flat.size != count:
         raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {flat.size}")
+    if flat.dtype.kind == "f" and np.isnan(flat).any():  # JSON has no NaN token: these were nulls
+        raise BadRequest(f"input {name!r}: 'data' contains null; send numbers (NaN/Infinity need binary data)")
     return flat.reshape(shape)
 
 

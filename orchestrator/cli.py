@@ -9,6 +9,11 @@ from pathlib import Path
 from inference.errors import InferenceError
 
 DEFAULT_MODEL = "digits_mlp_small"
+# sklearn's digits image 0 (a handwritten "0"), so the printed curl command returns a real answer.
+DIGIT_ZERO = (
+    "[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,"
+    "0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0]"
+)
 
 
 def _repo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -127,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     card = repo.card(args.model)
     inp = card.inputs[0]
     base = f"http://{args.host}:{args.port}"
-    example = "[" + ",".join(["0"] * 64) + "]" if card.family == "digits" else "..."
+    example = DIGIT_ZERO if card.family == "digits" else "..."
     print(
         f"\nserving {args.model} ({card.family}, top-1 {card.primary_accuracy:.3f}) on {base}\n"
         f"  health:   curl {base}/v2/health/ready\n"

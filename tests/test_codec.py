@@ -49,6 +49,7 @@ def test_binary_request_is_decoded_without_json_data() -> None:
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]), None, "non-negative integers"),
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]), None, "not a (nested) list"),
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [1]}]), None, "neither 'data'"),
+        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, None]}]), None, "contains null"),
         (
             _json_body(
                 [
@@ -153,7 +154,7 @@ _dtypes = st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8,
         lambda dt: arrays(
             dt,
             st.tuples(st.integers(1, 4), st.integers(0, 5)),
-            elements={"allow_nan": False} if np.dtype(dt).kind == "f" else None,
+            elements={"allow_nan": False, "allow_infinity": False} if np.dtype(dt).kind == "f" else None,
         )
     ),
     binary=st.booleans(),
@@ -167,3 +168,11 @@ def test_any_tensor_round_trips_through_request_and_response(data: np.ndarray, b
     out_body, out_headers = encode_response("m", "1", {"t": got}, req)
     back = decode_response(out_body, out_headers.get("inference-header-content-length"))["t"]
     np.testing.assert_array_equal(back.astype(data.dtype), data)
+
+
+def test_non_finite_values_travel_exactly_as_binary() -> None:
+    """JSON has no NaN/Infinity, so non-finite outputs need the binary extension (JSON sends null)."""
+    data = np.array([[np.inf, -np.inf, np.nan, 1.5]], dtype=np.float32)
+    body, headers = encode_request({"t": data}, binary=True)
+    got = decode_request(body, headers["inference-header-content-length"]).inputs["t"]
+    np.testing.assert_array_equal(got, data)
