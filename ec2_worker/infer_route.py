@@ -10,32 +10,24 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-import orjson
 
 from ec2_worker.app_state import VERSION, WorkerState, check_version
+from inference.asgi import (
+    ASGIApp,
+    ClientDisconnected,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    error_response,
+    header,
+    read_body,
+    respond,
+)
 from inference.codec import HEADER_LENGTH, decode_request, encode_response
-from inference.errors import BadRequest, InferenceError, ModelNotFound, Overloaded, PayloadTooLarge
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from inference.errors import InferenceError, ModelNotFound, Overloaded
 
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-
-
-class _Disconnected(Exception):
-    """The client went away before its body arrived: nothing was accepted, nothing to answer."""
-
-
-def error_body(status: int, message: str, retry_after_s: float | None = None) -> tuple[int, bytes, list]:
-    headers = [(b"content-type", b"application/json")]
-    if retry_after_s is not None:
-        headers.append((b"retry-after", str(max(1, int(retry_after_s))).encode()))
-    return status, orjson.dumps({"error": message}), headers
 
 
 class InferRoute:
@@ -49,40 +41,13 @@ class InferRoute:
             if match:
                 try:
                     status, body, headers = await self.handle(match[1], match[2] or VERSION, scope, receive)
-                except _Disconnected:
+                except ClientDisconnected:
                     return
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await respond(send, status, body, headers)
                 return
         await self.fallback(scope, receive, send)
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        """The body, refusing (413) as soon as it passes the limit: never buffers an oversized upload."""
-        limit = self.state.settings.max_body_bytes
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise BadRequest(f"Content-Length must be an integer, got {declared!r}") from None
-            if size > limit:
-                raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def handle(self, model: str, version: str, scope: Scope, receive: Receive) -> tuple[int, bytes, list]:
+    async def handle(self, model: str, version: str, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
         state, m = self.state, self.state.metrics
         t0 = time.perf_counter()
         labels = (("model", model), ("version", VERSION))
@@ -90,8 +55,8 @@ class InferRoute:
             sm = state.get(model)
             check_version(model, version)
             batcher = state.batcher(model)
-            body = await self._body(scope, receive)
-            req = decode_request(body, _header(scope, HEADER_LENGTH.encode()))
+            body = await read_body(scope, receive, state.settings.max_body_bytes)
+            req = decode_request(body, header(scope, HEADER_LENGTH.encode()))
             assert sm.model is not None
             sm.model.check_inputs(req.inputs, req.datatypes)
             fut = batcher.submit(req.inputs, req.timeout_us())
@@ -100,7 +65,7 @@ class InferRoute:
                 m.rejected.inc(labels)
             if not isinstance(e, ModelNotFound):  # unknown names would grow label sets without bound
                 m.request_failure.inc(labels + (("reason", e.__class__.__name__),))
-            return error_body(e.status, e.message, e.retry_after_s)
+            return error_response(e.status, e.message, e.retry_after_s)
         m.pending.inc(labels)
         try:
             outcome = await fut
@@ -113,10 +78,10 @@ class InferRoute:
             )
         except InferenceError as e:
             m.request_failure.inc(labels + (("reason", e.__class__.__name__),))
-            return error_body(e.status, e.message, e.retry_after_s)
+            return error_response(e.status, e.message, e.retry_after_s)
         except Exception as e:  # noqa: BLE001 - an accepted request always gets an answer
             m.request_failure.inc(labels + (("reason", "InternalError"),))
-            return error_body(500, f"internal error: {type(e).__name__}: {e}")
+            return error_response(500, f"internal error: {type(e).__name__}: {e}")
         finally:
             m.pending.inc(labels, -1)
         elapsed = time.perf_counter() - t0
@@ -129,10 +94,3 @@ class InferRoute:
         if outcome.late:
             m.late.inc(labels)
         return 200, out_body, [(k.encode(), v.encode()) for k, v in out_headers.items()]
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return bytes(v).decode("latin-1")
-    return None

@@ -1,0 +1,149 @@
+"""The front door's HTTP face: KServe v2 on 127.0.0.1:8080 by default.
+
+Infer is plain ASGI straight into the dispatcher (the hot path, bodies forwarded untouched);
+health, metadata and metrics are FastAPI. Metadata comes from the model cards, so it answers even
+while no worker is up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ec2_worker.infer_route import INFER_PATH
+from ec2_worker.metrics import Counter, Gauge
+from inference.asgi import ClientDisconnected, Receive, Scope, Send, error_response, header, read_body, respond
+from inference.codec import HEADER_LENGTH
+from inference.errors import InferenceError
+from inference.repository import ModelRepository
+from orchestrator.frontdoor.dispatcher import Dispatcher
+
+_FORWARD = (b"content-type", HEADER_LENGTH.encode())
+
+
+class FrontDoor:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        repo: ModelRepository,
+        models: list[str],
+        *,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        cost: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.repo = repo
+        self.models = models
+        self.max_body_bytes = max_body_bytes
+        self.cost = cost
+        self.fallback = self._fastapi()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = INFER_PATH.match(scope["path"])
+            if match:
+                try:
+                    body = await read_body(scope, receive, self.max_body_bytes)
+                except ClientDisconnected:
+                    return
+                except InferenceError as e:
+                    await respond(send, *error_response(e.status, e.message, e.retry_after_s))
+                    return
+                headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
+                budget_ms = self.dispatcher.config.rt_max_ms
+                answer = await self.dispatcher.handle(match[1], scope["path"], body, headers, budget_ms)
+                await respond(send, answer.status, answer.body, answer.headers)
+                return
+        await self.fallback(scope, receive, send)
+
+    def _fastapi(self) -> FastAPI:
+        app = FastAPI(title="mark front door", docs_url=None, redoc_url=None, openapi_url=None)
+        d = self.dispatcher
+
+        @app.exception_handler(InferenceError)
+        async def _inference_error(_: Request, e: InferenceError) -> JSONResponse:
+            return JSONResponse({"error": e.message}, status_code=e.status)
+
+        @app.exception_handler(StarletteHTTPException)
+        async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+            msg = f"no route {request.method} {request.url.path}" if e.status_code in (404, 405) else str(e.detail)
+            return JSONResponse({"error": msg}, status_code=e.status_code)
+
+        @app.get("/v2/health/live")
+        async def live() -> Response:
+            return JSONResponse({"live": True})
+
+        @app.get("/v2/health/ready")
+        async def ready() -> Response:
+            ok = bool(d.ready_workers()) or d.function is not None
+            return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+        @app.get("/v2")
+        async def server_metadata() -> Response:
+            return JSONResponse({"name": "mark-frontdoor", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
+
+        @app.get("/v2/models/{model}")
+        @app.get("/v2/models/{model}/versions/{version}")
+        async def model_metadata(model: str, version: str = "1") -> Response:
+            card = self._card(model)
+            return JSONResponse(
+                {
+                    "name": model,
+                    "versions": ["1"],
+                    "platform": "onnxruntime_onnx",
+                    "inputs": [t.to_json() for t in card.inputs],
+                    "outputs": [t.to_json() for t in card.outputs],
+                }
+            )
+
+        @app.get("/v2/models/{model}/ready")
+        async def model_ready(model: str) -> Response:
+            self._card(model)
+            ok = bool(d.ready_workers()) or d.function is not None
+            return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            return Response(self.render_metrics(), media_type="text/plain; version=0.0.4")
+
+        return app
+
+    def _card(self, model: str) -> Any:
+        if model not in self.models:
+            from inference.errors import ModelNotFound
+
+            raise ModelNotFound(f"unknown model {model!r}; this deployment serves {sorted(self.models)}")
+        return self.repo.card(model)
+
+    def render_metrics(self) -> str:
+        d = self.dispatcher
+        requests = Counter(
+            "mark_frontdoor_requests", "Requests answered, by route (instance, lambda, rejected, failed)"
+        )
+        for route, n in d.by_route.items():
+            requests.inc((("route", route),), n)
+        retries = Counter("mark_frontdoor_retries", "Requests retried because their worker died mid-flight")
+        retries.inc((), d.retries)
+        slo = Gauge("mark_slo_attainment", "Share of requests answered within RTmax, over a sliding window")
+        p99 = Gauge("mark_latency_p99_ms", "p99 latency through the front door over a sliding window")
+        now = time.monotonic()
+        for w in d.slo.windows_s:
+            stats = d.slo.window(now, w)
+            if stats.attainment is not None:
+                slo.set((("window", f"{w:g}s"),), stats.attainment)
+                p99.set((("window", f"{w:g}s"),), stats.p99_ms or 0.0)
+        queue = Gauge("mark_worker_outstanding", "Requests sent to a worker and not yet answered")
+        for wid, n in d.outstanding.items():
+            queue.set((("instance", wid),), n)
+        families = [requests, retries, slo, p99, queue]
+        if self.cost:
+            cost = Gauge("mark_cost_usd", "Cost so far, by component")
+            for k, v in self.cost().items():
+                cost.set((("component", k),), v)
+            families.append(cost)
+        return "\n".join(line for f in families for line in f.render()) + "\n"

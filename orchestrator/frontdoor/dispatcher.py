@@ -1,0 +1,204 @@
+"""The front door's mechanism: track workers, apply the dispatch policy, forward, retry, account.
+
+Bodies are forwarded byte for byte (no decode, no re-encode) over pooled keep-alive connections;
+the worker or the Lambda handler does the validation, so the front door rejects exactly what they
+reject, with the same status and message. A request whose worker dies mid-flight is retried once
+on another worker or on Lambda; if that is impossible it is answered with an explicit 502/503,
+never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.cloud.base import Cloud, Instance, InstanceState
+from orchestrator.frontdoor.slo import SloTracker
+from orchestrator.httpclient import Connection, HttpConnectionError, build_request
+from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "latency"
+
+
+class FunctionBackend(Protocol):
+    """What the front door needs of the Lambda function (the local pool, or AWS Lambda)."""
+
+    async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> Any: ...
+
+    def warm_idle(self) -> int: ...
+
+    def concurrency_left(self) -> int: ...
+
+    def predicted_latency_ms(self, model: str, cold: bool) -> float: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]]
+    route: str  # instance | lambda | frontdoor
+
+
+@dataclass(frozen=True)
+class FrontDoorConfig:
+    rt_max_ms: float = 200.0
+    queue_bound: int = 64  # outstanding requests per worker before it counts as full
+    max_batch: int = 8
+    batch_timeout_ms: float = 5.0
+    slots: int = 1
+    threads: int = 2
+    lambda_usd_per_request: float = 0.0
+
+
+def profile_line(model: str, threads: int, slots: int = 1) -> tuple[float, float]:
+    """(T(1) p99 ms, extra ms per extra row) fitted from this machine's committed profile, if any."""
+    name = f"t{threads}" if slots == 1 else f"s{slots}-t{threads}"
+    for path in sorted((PROFILES / model).glob(f"*-{name}.json")):
+        rows = json.loads(path.read_text())["batches"]
+        t1 = rows[0]["p99_ms"]
+        last = rows[-1]
+        per_row = max(0.0, (last["p50_ms"] - rows[0]["p50_ms"]) / max(1, last["batch_size"] - 1))
+        return t1, per_row
+    return 5.0, 1.0  # no profile: a conservative small-model guess, corrected by nothing (documented)
+
+
+@dataclass
+class _Pool:
+    host: str
+    port: int
+    idle: list[Connection] = field(default_factory=list)
+
+    def get(self) -> Connection:
+        return self.idle.pop() if self.idle else Connection(self.host, self.port)
+
+    def put(self, c: Connection) -> None:
+        if len(self.idle) < 256:
+            self.idle.append(c)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        cloud: Cloud,
+        config: FrontDoorConfig,
+        function: FunctionBackend | None = None,
+        prices: Callable[[Instance], float] | None = None,
+    ) -> None:
+        self.cloud = cloud
+        self.config = config
+        self.function = function
+        self.prices = prices or (lambda _: 0.0)
+        self.outstanding: dict[str, int] = {}
+        self._pools: dict[str, _Pool] = {}
+        self.slo = SloTracker(config.rt_max_ms)
+        self.by_route: dict[str, int] = {"instance": 0, "lambda": 0, "rejected": 0, "failed": 0}
+        self.retries = 0
+        self._profiles: dict[str, tuple[float, float]] = {}
+
+    def ready_workers(self) -> list[Instance]:
+        return [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING and i.endpoint]
+
+    def _view(self, inst: Instance, model: str) -> WorkerView:
+        if model not in self._profiles:
+            self._profiles[model] = profile_line(model, self.config.threads, self.config.slots)
+        t1, per_row = self._profiles[model]
+        c = self.config
+        return WorkerView(
+            inst.id,
+            self.outstanding.get(inst.id, 0),
+            c.slots,
+            c.max_batch,
+            c.batch_timeout_ms,
+            t1,
+            per_row,
+            self.prices(inst),
+            c.queue_bound,
+        )
+
+    def _lambda_view(self, model: str) -> LambdaView:
+        f = self.function
+        if f is None:
+            return LambdaView(False, 0, 0, 0.0, 0.0, 0.0)
+        return LambdaView(
+            True,
+            f.warm_idle(),
+            f.concurrency_left(),
+            f.predicted_latency_ms(model, cold=False),
+            f.predicted_latency_ms(model, cold=True),
+            self.config.lambda_usd_per_request,
+        )
+
+    async def handle(self, model: str, path: str, body: bytes, headers: dict[str, str], budget_ms: float) -> Answer:
+        t0 = time.perf_counter()
+        excluded: set[str] = set()
+        answer = None
+        for _attempt in range(2):  # first try, then one retry if the chosen worker died
+            workers = tuple(self._view(i, model) for i in self.ready_workers() if i.id not in excluded)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
+            if decision.route == Route.REJECT:
+                self.by_route["rejected"] += 1
+                return _error(503, f"overloaded: {decision.reason}", decision.retry_after_s)
+            if decision.route == Route.LAMBDA:
+                answer = await self._to_lambda(model, body, headers)
+            else:
+                assert decision.worker_id is not None
+                answer = await self._to_worker(decision.worker_id, path, body, headers)
+                if answer is None:  # the worker died mid-request: retry elsewhere
+                    excluded.add(decision.worker_id)
+                    self.retries += 1
+                    continue
+            break
+        if answer is None:
+            self.by_route["failed"] += 1
+            return _error(502, "the worker serving this request died and no other worker or Lambda could take it")
+        if answer.status < 500 or answer.status == 503:
+            self.by_route[answer.route] += 1
+        self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3)
+        return answer
+
+    async def _to_worker(self, wid: str, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
+        inst = next((i for i in self.ready_workers() if i.id == wid), None)
+        if inst is None or inst.endpoint is None:
+            return None
+        pool = self._pools.get(inst.endpoint)
+        if pool is None:
+            host, port = inst.endpoint.rsplit(":", 1)
+            pool = self._pools[inst.endpoint] = _Pool(host, int(port))
+        conn = pool.get()
+        raw = build_request("POST", pool.host, pool.port, path, body, headers)
+        self.outstanding[wid] = self.outstanding.get(wid, 0) + 1
+        try:
+            resp = await conn.send(raw)
+        except HttpConnectionError:
+            return None
+        finally:
+            self.outstanding[wid] -= 1
+        pool.put(conn)
+        out_headers = [(k.encode(), v.encode()) for k, v in resp.headers.items() if k in _PASS_HEADERS]
+        return Answer(resp.status, resp.body, out_headers, "instance")
+
+    async def _to_lambda(self, model: str, body: bytes, headers: dict[str, str]) -> Answer | None:
+        assert self.function is not None
+        try:
+            res = await self.function.invoke(model, body, headers)
+        except Exception as e:  # noqa: BLE001 - throttled or environment died: answer explicitly
+            status = 429 if type(e).__name__ == "LambdaThrottled" else 502
+            return replace(_error(status, f"Lambda could not serve the request: {e}", 1), route="lambda")
+        out_headers = [(k.lower().encode(), v.encode()) for k, v in res.headers.items() if k.lower() in _PASS_HEADERS]
+        return Answer(res.status, res.body, out_headers, "lambda")
+
+
+_PASS_HEADERS = {"content-type", "inference-header-content-length", "retry-after"}
+
+
+def _error(status: int, message: str, retry_after_s: int | None = None) -> Answer:
+    headers = [(b"content-type", b"application/json")]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    return Answer(status, json.dumps({"error": message}).encode(), headers, "frontdoor")

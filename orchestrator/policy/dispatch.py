@@ -1,0 +1,101 @@
+"""Per-request dispatch (DESIGN.md §3): which worker, Lambda, or an explicit 503.
+
+Pure: the front door builds the views from what it tracks (requests outstanding per worker, the
+worker's latency profile, Lambda's warm pool) and applies the decision. The rule:
+1. predict each ready worker's completion time for this request (wait to fill/close its batch,
+   the batches ahead of it in its queue, this batch's service time);
+2. among workers that meet the deadline, take the lowest marginal cost (price of the extra busy
+   time), breaking ties by earliest completion;
+3. else Lambda, if a warm environment is idle and its warm latency fits, or a cold start fits and
+   concurrency is left;
+4. else the worker with the earliest completion (a late answer beats no answer), unless its queue
+   is at its bound: then 503 with Retry-After; with no worker at all, Lambda if it has any
+   concurrency left (late), else 503.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    worker_id: str
+    outstanding: int  # requests sent and not yet answered
+    slots: int  # batches it runs at once
+    max_batch: int
+    batch_timeout_ms: float
+    t1_ms: float  # service time of a batch of 1 (p99 from its profile or observed)
+    per_row_ms: float  # extra service time per extra row in a batch
+    usd_per_hour: float
+    queue_bound: int  # outstanding requests past which it is overloaded
+
+    def service_ms(self, rows: int) -> float:
+        return self.t1_ms + self.per_row_ms * max(0, rows - 1)
+
+    def predicted_completion_ms(self) -> float:
+        """Time from now until a request sent now would be answered, from queue and profile."""
+        ahead = self.outstanding
+        batches_before = ahead // (self.max_batch * self.slots)
+        rows_in_mine = min(self.max_batch, ahead % (self.max_batch * self.slots) // self.slots + 1)
+        # An empty worker may hold the request for its batch timeout waiting for partners.
+        wait = self.batch_timeout_ms if ahead == 0 and self.max_batch > 1 else 0.0
+        return wait + batches_before * self.service_ms(self.max_batch) + self.service_ms(rows_in_mine)
+
+    def marginal_usd(self) -> float:
+        """What one more request costs on this worker: its share of a batch's busy time."""
+        return self.usd_per_hour / 3600.0 * self.per_row_ms / 1000.0
+
+
+@dataclass(frozen=True)
+class LambdaView:
+    enabled: bool
+    warm_idle: int  # idle warm environments
+    concurrency_left: int  # environments that may still start (limit - existing)
+    warm_ms: float  # predicted latency on a warm environment
+    cold_ms: float  # predicted latency including a cold start
+    usd_per_request: float
+
+
+class Route(enum.StrEnum):
+    WORKER = "worker"
+    LAMBDA = "lambda"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class Decision:
+    route: Route
+    reason: str
+    worker_id: str | None = None
+    predicted_ms: float | None = None
+    retry_after_s: int | None = None
+
+
+def decide(budget_ms: float, workers: tuple[WorkerView, ...], lam: LambdaView) -> Decision:
+    """``budget_ms``: time left until the request's deadline."""
+    live = [w for w in workers if w.outstanding < w.queue_bound]
+    timed = [(w.predicted_completion_ms(), w) for w in live]
+    meeting = [(t, w) for t, w in timed if t <= budget_ms]
+    if meeting:
+        t, w = min(meeting, key=lambda tw: (tw[1].marginal_usd(), tw[0], tw[1].worker_id))
+        return Decision(Route.WORKER, "meets deadline at lowest marginal cost", w.worker_id, t)
+    if lam.enabled:
+        if lam.warm_idle > 0 and lam.warm_ms <= budget_ms:
+            return Decision(Route.LAMBDA, "no worker meets the deadline; warm Lambda does", predicted_ms=lam.warm_ms)
+        if lam.concurrency_left > 0 and lam.cold_ms <= budget_ms:
+            return Decision(
+                Route.LAMBDA, "no worker meets the deadline; a Lambda cold start does", predicted_ms=lam.cold_ms
+            )
+    if timed:
+        t, w = min(timed, key=lambda tw: (tw[0], tw[1].worker_id))
+        return Decision(Route.WORKER, "nothing meets the deadline: earliest completion (late)", w.worker_id, t)
+    if lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0):
+        ms = lam.warm_ms if lam.warm_idle > 0 else lam.cold_ms
+        return Decision(Route.LAMBDA, "no worker can take it: Lambda, late", predicted_ms=ms)
+    waits = [w.predicted_completion_ms() for w in workers]
+    retry = max(1, math.ceil(min(waits) / 1000.0)) if waits else 1
+    why = "every worker queue is at its bound" if workers else "no worker is running"
+    return Decision(Route.REJECT, f"{why} and Lambda cannot take it", retry_after_s=retry)

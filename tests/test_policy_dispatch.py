@@ -1,0 +1,92 @@
+"""The dispatch policy on hand-built fleets, and its invariants on random ones."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.policy.dispatch import Decision, LambdaView, Route, WorkerView, decide
+
+NO_LAMBDA = LambdaView(False, 0, 0, 0.0, 0.0, 0.0)
+WARM = LambdaView(True, warm_idle=2, concurrency_left=8, warm_ms=40.0, cold_ms=900.0, usd_per_request=3e-6)
+
+
+def worker(wid: str, outstanding: int = 0, usd: float = 0.085, bound: int = 64, **kw: float) -> WorkerView:
+    base = dict(slots=1, max_batch=8, batch_timeout_ms=5.0, t1_ms=10.0, per_row_ms=5.0)
+    base.update(kw)
+    return WorkerView(
+        wid,
+        outstanding,
+        int(base["slots"]),
+        int(base["max_batch"]),
+        base["batch_timeout_ms"],
+        base["t1_ms"],
+        base["per_row_ms"],
+        usd,
+        bound,
+    )
+
+
+def test_completion_grows_with_the_queue() -> None:
+    times = [worker("a", n).predicted_completion_ms() for n in range(0, 40)]
+    assert times[0] == 5.0 + 10.0  # waits its batch timeout, then T(1)
+    assert all(b >= a for a, b in zip(times[1:], times[2:], strict=False))
+    assert worker("a", 8).predicted_completion_ms() == worker("a", 0).service_ms(8) + 10.0
+
+
+def test_cheapest_worker_that_meets_the_deadline() -> None:
+    fleet = (worker("pricey", 0, usd=0.68), worker("cheap", 3, usd=0.085), worker("late", 60, usd=0.01))
+    d = decide(200.0, fleet, WARM)
+    assert d == Decision(Route.WORKER, "meets deadline at lowest marginal cost", "cheap", d.predicted_ms)
+
+
+def test_lambda_when_no_worker_meets_the_deadline() -> None:
+    fleet = (worker("busy", 40),)  # 5 full batches ahead: ~280 ms
+    assert decide(100.0, fleet, WARM).route == Route.LAMBDA
+    cold_only = LambdaView(True, 0, 8, 40.0, 900.0, 3e-6)
+    late = decide(100.0, fleet, cold_only)  # a cold start does not fit either: late on the worker
+    assert late.route == Route.WORKER and late.worker_id == "busy" and "late" in late.reason
+    assert decide(1000.0, (), cold_only).route == Route.LAMBDA
+
+
+def test_503_only_when_every_queue_is_full_and_lambda_is_out() -> None:
+    full = (worker("a", 64), worker("b", 70))
+    d = decide(200.0, full, NO_LAMBDA)
+    assert d.route == Route.REJECT and d.retry_after_s is not None and d.retry_after_s >= 1
+    assert decide(200.0, full, WARM).route == Route.LAMBDA  # late on Lambda beats a 503
+    assert decide(200.0, (), NO_LAMBDA).reason.startswith("no worker is running")
+
+
+views = st.builds(
+    worker,
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.integers(0, 100),
+    st.floats(0.01, 4.0),
+    st.integers(1, 80),
+)
+lambdas = st.builds(
+    LambdaView,
+    st.booleans(),
+    st.integers(0, 3),
+    st.integers(0, 5),
+    st.floats(1, 500),
+    st.floats(100, 3000),
+    st.just(3e-6),
+)
+
+
+@given(st.floats(1, 2000), st.lists(views, max_size=6, unique_by=lambda w: w.worker_id), lambdas)
+def test_invariants(budget: float, fleet: list[WorkerView], lam: LambdaView) -> None:
+    d = decide(budget, tuple(fleet), lam)
+    if d.route == Route.WORKER:
+        w = next(w for w in fleet if w.worker_id == d.worker_id)
+        assert w.outstanding < w.queue_bound  # never onto a full queue
+        meeting = [v for v in fleet if v.outstanding < v.queue_bound and v.predicted_completion_ms() <= budget]
+        if meeting:
+            assert w.predicted_completion_ms() <= budget
+    if d.route == Route.LAMBDA:
+        assert lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0)
+    if d.route == Route.REJECT:
+        assert all(v.outstanding >= v.queue_bound for v in fleet)
+        assert not (lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0))
+    assert decide(budget, tuple(fleet), lam) == d  # deterministic
