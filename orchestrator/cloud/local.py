@@ -215,6 +215,10 @@ class LocalCloud(Cloud):
                 pass
         await asyncio.gather(*(self._stop(x) for x in self._alive()), return_exceptions=True)
 
+    def process_id(self, instance_id: str) -> int:
+        """The worker's PID (for fault injection in tests and for operators)."""
+        return self._instances[instance_id].proc.pid
+
     def kill(self, instance_id: str) -> None:
         """Fault injection: the worker process dies at once (SIGKILL), as on a hardware failure."""
         x = self._instances[instance_id]

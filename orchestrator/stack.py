@@ -1,0 +1,135 @@
+"""The whole local data path in one process tree: front door + local cloud (+ local Lambda).
+
+``LocalStack`` owns every process it starts and stops them all on exit, on Ctrl-C and on errors
+(``async with LocalStack(...)``). ``mark run`` and the end-to-end tests use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from inference.repository import ModelRepository
+from orchestrator.cloud.base import Instance, InstanceState, Market
+from orchestrator.cloud.local import InstanceTypeSpec, LocalCloud, LocalCloudConfig
+from orchestrator.frontdoor.app import FrontDoor
+from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig, FunctionBackend
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    models: tuple[str, ...]
+    repository: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    instance_type: str = "c5.large"
+    initial_instances: int = 1
+    market: Market = Market.ON_DEMAND
+    time_factor: float = 1.0
+    rt_max_ms: float = 200.0
+    threads: int = 2
+    max_batch: int = 8
+    batch_timeout_ms: float = 5.0
+    types: tuple[InstanceTypeSpec, ...] = field(default_factory=tuple)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the caller owns signals
+        yield
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig, function: FunctionBackend | None = None, prices: Any = None) -> None:
+        self.config = config
+        types = config.types or (InstanceTypeSpec(config.instance_type, config.threads, 0.0),)
+        self.cloud = LocalCloud(
+            LocalCloudConfig(
+                models=config.models,
+                repository=config.repository,
+                types=types,
+                time_factor=config.time_factor,
+                max_batch_size=config.max_batch,
+                batch_timeout_ms=config.batch_timeout_ms,
+                rt_max_ms=config.rt_max_ms,
+            )
+        )
+        self.function = function
+        self.dispatcher = Dispatcher(
+            self.cloud,
+            FrontDoorConfig(
+                rt_max_ms=config.rt_max_ms,
+                max_batch=config.max_batch,
+                batch_timeout_ms=config.batch_timeout_ms,
+                threads=config.threads,
+            ),
+            function,
+            prices,
+        )
+        self.frontdoor = FrontDoor(self.dispatcher, ModelRepository(config.repository), list(config.models))
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = config.port
+
+    async def __aenter__(self) -> LocalStack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        c = self.config
+        if c.initial_instances:
+            await self.cloud.launch(c.instance_type, c.market, c.initial_instances)
+        self._server = _Server(
+            uvicorn.Config(
+                self.frontdoor,  # type: ignore[arg-type]
+                host=c.host,
+                port=c.port,
+                http="httptools",
+                loop="none",
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                proxy_headers=False,
+                server_header=False,
+            )
+        )
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the bind error
+                raise RuntimeError(f"front door could not start on {c.host}:{c.port}")
+            await asyncio.sleep(0.01)
+        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
+
+    async def wait_running(self, count: int = 1, timeout_s: float = 60.0) -> list[Instance]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            running = [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING]
+            if len(running) >= count:
+                return running
+            if loop.time() > deadline:
+                raise TimeoutError(f"{len(running)}/{count} instances running after {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        close = getattr(self.function, "stop", None)
+        if close is not None:
+            await close()
+        await self.cloud.close()

@@ -1,0 +1,146 @@
+"""tritonclient -> front door -> a real worker process of the local cloud, JSON and binary; faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from inference.codec import encode_request
+from inference.repository import ModelRepository
+from inference.zoo.digits import load_split
+from orchestrator.stack import LocalStack, StackConfig
+
+pytestmark = pytest.mark.slow
+
+
+class StackThread:
+    """Runs a LocalStack on its own event loop in a thread, so sync clients can drive it."""
+
+    def __init__(self, config: StackConfig, running: int = 1) -> None:
+        self.config = config
+        self.stack: LocalStack | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main(running)), daemon=True)
+        self.thread.start()
+        if not self._ready.wait(90):
+            raise TimeoutError("stack did not start")
+        if self.error:
+            raise self.error
+
+    async def _main(self, running: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        try:
+            async with LocalStack(self.config) as stack:
+                self.stack = stack
+                await stack.wait_running(running)
+                self._ready.set()
+                while not self._stop.is_set():
+                    await asyncio.sleep(0.05)
+        except BaseException as e:  # surfaced to the test thread
+            self.error = e
+            self._ready.set()
+
+    def call(self, coro):  # type: ignore[no-untyped-def]
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(60)
+
+    @property
+    def url(self) -> str:
+        assert self.stack is not None
+        return f"127.0.0.1:{self.stack.port}"
+
+
+@pytest.fixture
+def stack(digits_repo: ModelRepository) -> Iterator[StackThread]:
+    s = StackThread(StackConfig(models=("digits_mlp_small",), repository=str(digits_repo.root), port=0, threads=1))
+    yield s
+    s.close()
+    assert s.stack is not None
+    assert all(i.state.value == "terminated" for i in s.stack.cloud.instances())  # nothing left running
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_through_the_front_door(stack: StackThread, binary: bool) -> None:
+    _, x_test, _, y_test = load_split()
+    client = httpclient.InferenceServerClient(stack.url)
+    assert client.is_server_ready() and client.is_model_ready("digits_mlp_small")
+    assert client.get_model_metadata("digits_mlp_small")["inputs"][0]["shape"] == [-1, 64]
+    inp = httpclient.InferInput("input", [32, 64], "FP32")
+    inp.set_data_from_numpy(x_test[:32], binary_data=binary)
+    out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
+    probs = client.infer("digits_mlp_small", [inp], outputs=[out]).as_numpy("probabilities")
+    assert (probs.argmax(1) == y_test[:32]).mean() >= 0.9
+
+
+def test_front_door_rejects_like_the_worker(stack: StackThread) -> None:
+    client = httpclient.InferenceServerClient(stack.url)
+    bad = httpclient.InferInput("input", [1, 63], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 63), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("digits_mlp_small", [bad])
+    assert e.value.status() == "400" and "shape [1, 63]" in e.value.message()
+    r = httpx.get(f"http://{stack.url}/v2/models/nope")
+    assert r.status_code == 404 and "unknown model 'nope'" in r.json()["error"]
+    assert httpx.get(f"http://{stack.url}/nowhere").status_code == 404
+    metrics = httpx.get(f"http://{stack.url}/metrics").text
+    assert 'mark_frontdoor_requests{route="instance"}' in metrics
+
+
+def test_killing_a_worker_under_load_loses_no_request(digits_repo: ModelRepository) -> None:
+    s = StackThread(
+        StackConfig(
+            models=("digits_mlp_large",), repository=str(digits_repo.root), port=0, threads=1, initial_instances=2
+        ),
+        running=2,
+    )
+    try:
+        x = np.random.default_rng(0).integers(0, 17, size=(2048, 64)).astype(np.float32)
+        body, headers = encode_request({"input": x})
+        url = f"http://{s.url}/v2/models/digits_mlp_large/infer"
+
+        assert s.stack is not None
+        cloud, dispatcher = s.stack.cloud, s.stack.dispatcher
+        victim = cloud.instances()[0].id
+
+        def one(_: int) -> int:
+            return httpx.post(url, content=body, headers=headers, timeout=30).status_code
+
+        def kill_with_requests_in_flight() -> None:
+            # Freeze the worker so requests pile up on it, then kill it with them in flight.
+            os.kill(cloud.process_id(victim), signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while dispatcher.outstanding.get(victim, 0) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cloud.kill(victim)
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(one, i) for i in range(200)]
+            threading.Timer(0.2, kill_with_requests_in_flight).start()
+            codes = [f.result() for f in futures]
+        # Every request got a response: a result, or an explicit error (never a hang or a drop).
+        assert len(codes) == 200
+        assert all(c in (200, 502, 503) for c in codes), codes
+        assert codes.count(200) >= 190
+        victim_state = next(i for i in cloud.instances() if i.id == victim).state
+        assert victim_state.value == "terminated"
+        assert dispatcher.retries >= 2  # the kill hit requests in flight, and they were retried
+    finally:
+        s.close()
