@@ -380,6 +380,10 @@ class LocalLambda:
                 start_new_session=True,  # Ctrl-C reaches only us; we stop the environments in order
             )
         self._procs[proc.pid] = proc
+        if self._closed:  # stop() ran while we were spawning: it could not have seen this child
+            self._forget(proc)
+            _kill(proc)
+            raise LambdaEnvironmentDied("the local Lambda service is stopping")
         try:
             assert proc.stdout is not None
             ready = await asyncio.wait_for(_read_frame(proc.stdout), INIT_TIMEOUT_S)

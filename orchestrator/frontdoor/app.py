@@ -57,7 +57,8 @@ class FrontDoor:
                 headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
                 budget_ms = self.dispatcher.config.rt_max_ms
                 answer = await self.dispatcher.handle(match[1], scope["path"], body, headers, budget_ms)
-                await respond(send, answer.status, answer.body, answer.headers)
+                route = (b"x-mark-route", answer.route.encode())  # instance | lambda | frontdoor
+                await respond(send, answer.status, answer.body, [*answer.headers, route])
                 return
         await self.fallback(scope, receive, send)
 

@@ -99,6 +99,7 @@ class Dispatcher:
         self.by_route: dict[str, int] = {"instance": 0, "lambda": 0, "rejected": 0, "failed": 0}
         self.retries = 0
         self._profiles: dict[str, tuple[float, float]] = {}
+        self.on_lambda: Callable[[Any], None] | None = None  # e.g. the cost ledger, per invocation
 
     def ready_workers(self) -> list[Instance]:
         return [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING and i.endpoint]
@@ -190,6 +191,8 @@ class Dispatcher:
         except Exception as e:  # noqa: BLE001 - throttled or environment died: answer explicitly
             status = 429 if type(e).__name__ == "LambdaThrottled" else 502
             return replace(_error(status, f"Lambda could not serve the request: {e}", 1), route="lambda")
+        if self.on_lambda is not None:
+            self.on_lambda(res)
         out_headers = [(k.lower().encode(), v.encode()) for k, v in res.headers.items() if k.lower() in _PASS_HEADERS]
         return Answer(res.status, res.body, out_headers, "lambda")
 

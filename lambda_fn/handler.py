@@ -1,0 +1,411 @@
+"""The AWS Lambda handler: KServe v2 over a Function URL or an ALB, answered like the EC2 worker.
+
+The Lambda function is where bursts go while instances boot, so a client (or the front door) must
+not be able to tell it from a worker: same routes, same codec (JSON and Triton's binary tensors),
+same error statuses and messages. What differs is the shape of the transport: a Function URL sends
+payload format 2.0 events, an ALB sends its own (``multiValueHeaders`` when that target-group
+option is on); both carry binary bodies base64-encoded, and binary answers must go back the same way.
+
+One execution environment serves one request at a time, so there is no batcher: the request's
+``timeout`` parameter is validated (and a late answer counted) but never waited on.
+
+Models are loaded once per execution environment (module-level cache): from the repository packaged
+with the function (``MARK_MODEL_REPO`` + ``MARK_MODELS``), or from ``MODEL_URI``, a local model folder
+or ``s3://bucket/prefix/`` downloaded to ``/tmp`` once. On AWS they load during INIT (import time).
+
+Observability: Powertools Logger (JSON, ``cold_start``, correlation id = ``x-request-id`` or the
+platform's request id), Metrics (EMF, namespace ``Mark``: ColdStart, InferenceCount,
+InferenceLatencyMs, InferenceLate, InferenceErrorCount) and Tracer when ``aws-xray-sdk`` is installed
+(the ``tracer`` extra). Request and response bodies are never logged or traced.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import importlib.util
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import ALBResolver, LambdaFunctionUrlResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from inference.cards import CARD_FILE, MODEL_FILE, ModelCard
+from inference.codec import HEADER_LENGTH, decode_request, encode_response
+from inference.errors import BadRequest, InferenceError, ModelNotFound
+from inference.repository import ModelRepository, validate_name
+from inference.runtime import OnnxModel
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "mark-inference")
+NAMESPACE = "Mark"
+VERSION = "1"
+THREADS_ENV = "MARK_ORT_THREADS"
+MODELS_ENV = "MARK_MODELS"
+MODEL_URI_ENV = "MODEL_URI"
+CACHE_ENV = "MARK_MODEL_CACHE"  # where s3:// models are downloaded; Lambda's only writable disk is /tmp
+DEFAULT_CACHE = "/tmp/mark-models"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# Health and metadata requests publish no application metric; Powertools warns about each one.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _make_tracer() -> Any | None:
+    """A Powertools Tracer when aws-xray-sdk is importable and tracing is not disabled, else None.
+
+    Tracer imports aws-xray-sdk on construction, so without the ``tracer`` extra it must not be built.
+    Outside Lambda (no ``LAMBDA_TASK_ROOT``) Powertools disables it by itself.
+    """
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    if importlib.util.find_spec("aws_xray_sdk") is None:
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE, patch_modules=("botocore",))
+
+
+tracer = _make_tracer()
+
+
+def _traced(fn: F) -> F:
+    if tracer is None:
+        return fn
+    # capture_response=False: the response is inference output, which must not land in traces.
+    traced: F = tracer.capture_lambda_handler(fn, capture_response=False)
+    return traced
+
+
+class ModelsUnavailable(InferenceError):
+    """The function could not load its models (bad configuration, missing artifact, S3 error)."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    card: ModelCard
+    model: OnnxModel
+
+
+# The per-environment cache: filled on the first successful load, reused by every later invocation.
+_served: dict[str, ServedModel] | None = None
+
+
+def _threads() -> int:
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+    return n
+
+
+def _download_s3(uri: str) -> Path:
+    """Fetch ``model.onnx`` and ``card.json`` under an ``s3://bucket/prefix/`` once per environment.
+
+    The folder is written under a temporary name and renamed, so a crash mid-download never leaves
+    a half model that a later invocation would take as complete.
+    """
+    bucket, _, key_prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ValueError(f"{MODEL_URI_ENV} {uri!r} names no bucket; use s3://bucket/prefix/")
+    prefix = key_prefix.strip("/") + "/" if key_prefix.strip("/") else ""
+    dest = Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE)) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (dest / MODEL_FILE).is_file() and (dest / CARD_FILE).is_file():
+        return dest
+    import boto3  # only needed for s3:// models (always present in the Lambda Python runtime)
+    from botocore.exceptions import ClientError
+
+    partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
+    partial.mkdir(parents=True, exist_ok=True)
+    s3 = boto3.client("s3")
+    for name in (MODEL_FILE, CARD_FILE):
+        try:
+            s3.download_file(bucket, prefix + name, str(partial / name))
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            raise FileNotFoundError(f"s3://{bucket}/{prefix}{name}: {code or e}") from None
+    if dest.exists():  # another process finished first; its copy is as good as ours
+        for f in partial.iterdir():
+            f.unlink()
+        partial.rmdir()
+        return dest
+    partial.rename(dest)
+    return dest
+
+
+def _model_dirs() -> dict[str, Path]:
+    """Model name -> folder, from ``MODEL_URI`` (one model) or the packaged repository."""
+    uri = os.environ.get(MODEL_URI_ENV, "").strip()
+    if uri:
+        if uri.startswith("s3://"):
+            folder = _download_s3(uri)
+        else:
+            folder = Path(uri.removeprefix("file://")).expanduser()
+            if not ((folder / MODEL_FILE).is_file() and (folder / CARD_FILE).is_file()):
+                raise FileNotFoundError(f"{MODEL_URI_ENV} {uri!r} is not a folder with {MODEL_FILE} and {CARD_FILE}")
+        return {validate_name(ModelCard.read(folder).name): folder}
+    repo = ModelRepository(os.environ.get("MARK_MODEL_REPO") or None)
+    names = [n.strip() for n in os.environ.get(MODELS_ENV, "").split(",") if n.strip()] or repo.names()
+    if not names:
+        raise FileNotFoundError(f"no models in repository {repo.root} and {MODELS_ENV} names none")
+    return {name: repo.onnx_path(name).parent for name in names}
+
+
+def load_models() -> dict[str, ServedModel]:
+    """The environment's models, loaded on first use; a failure is not cached, so the next call retries."""
+    global _served
+    if _served is None:
+        t0 = time.perf_counter()
+        try:
+            threads = _threads()
+            loaded = {
+                name: ServedModel(ModelCard.read(folder), OnnxModel(folder / MODEL_FILE, intra_op_threads=threads))
+                for name, folder in _model_dirs().items()
+            }
+        except Exception as e:  # noqa: BLE001 - any load failure becomes one clear 503
+            raise ModelsUnavailable(f"the function could not load its models: {type(e).__name__}: {e}") from e
+        _served = loaded
+        logger.info(
+            "models loaded",
+            extra={"models": sorted(loaded), "threads": threads, "load_ms": round((time.perf_counter() - t0) * 1e3, 1)},
+        )
+    return _served
+
+
+def preload() -> str | None:
+    """Load during INIT so the first request does not pay for it; returns the error message, if any."""
+    try:
+        load_models()
+    except InferenceError as e:
+        logger.error("model preload failed", extra={"error": e.message})
+        return e.message
+    return None
+
+
+def _reset_for_tests() -> None:
+    """Forget loaded models and Powertools' cold-start flags: the next call behaves like a new environment."""
+    global _served
+    _served = None
+    import aws_lambda_powertools.logging.logger as powertools_logger
+    from aws_lambda_powertools.metrics.provider import cold_start
+
+    powertools_logger.is_cold_start = True
+    cold_start.is_cold_start = True
+    metrics.clear_metrics()
+
+
+def _served_model(name: str) -> ServedModel:
+    validate_name(name)
+    served = load_models()
+    if name not in served:
+        raise ModelNotFound(f"unknown model {name!r}; this function serves {sorted(served)}")
+    return served[name]
+
+
+def _check_version(model: str, version: str) -> None:
+    if version != VERSION:
+        raise ModelNotFound(f"model {model!r} has no version {version!r}; available: [{VERSION!r}]")
+
+
+def _header(event: Mapping[str, Any], name: str) -> str | None:
+    """A request header from either event shape (ALB's multi-value form keeps the last value)."""
+    for field in ("headers", "multiValueHeaders"):
+        for key, value in (event.get(field) or {}).items():
+            if key.lower() == name:
+                if isinstance(value, list):
+                    return str(value[-1]) if value else None
+                return str(value)
+    return None
+
+
+def _body(event: Mapping[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("request body is marked isBase64Encoded but is not valid base64") from None
+    return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def _response(status: int, body: bytes, headers: Mapping[str, str]) -> Response:
+    """JSON stays text; anything else (Triton binary) is bytes, which Powertools base64-encodes."""
+    content_type = headers.get("content-type", "application/json")
+    extra = {k: v for k, v in headers.items() if k != "content-type"}
+    correlation_id = logger.get_correlation_id()
+    if correlation_id:
+        extra["x-request-id"] = correlation_id
+    payload: str | bytes = body.decode() if content_type == "application/json" else body
+    return Response(status_code=status, content_type=content_type, body=payload, headers=extra)
+
+
+def _json(status: int, doc: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    return _response(status, orjson.dumps(doc), dict(headers or {}))
+
+
+def _error(status: int, message: str, retry_after_s: float | None = None) -> Response:
+    headers = {"retry-after": str(max(1, int(retry_after_s)))} if retry_after_s is not None else None
+    return _json(status, {"error": message}, headers)
+
+
+def _infer(event: Mapping[str, Any], model: str, version: str) -> Response:
+    """The worker's infer path minus the batcher: same checks in the same order, same messages."""
+    t0 = time.perf_counter()
+    served = _served_model(model)
+    _check_version(model, version)
+    req = decode_request(_body(event), _header(event, HEADER_LENGTH))
+    served.model.check_inputs(req.inputs, req.datatypes)
+    timeout_us = req.timeout_us()
+    outputs = served.model.run(req.inputs)
+    body, headers = encode_response(model, VERSION, outputs, req, {"batch_rows": req.batch_size, "queue_us": 0})
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    late = timeout_us is not None and elapsed_ms * 1e3 > timeout_us
+    metrics.add_dimension(name="model", value=model)
+    metrics.add_metric(name="InferenceCount", unit=MetricUnit.Count, value=req.batch_size)
+    metrics.add_metric(name="InferenceLatencyMs", unit=MetricUnit.Milliseconds, value=elapsed_ms)
+    if late:
+        metrics.add_metric(name="InferenceLate", unit=MetricUnit.Count, value=1)
+    logger.append_keys(model=model, rows=req.batch_size, late=late)
+    return _response(200, body, headers)
+
+
+def _model_metadata(model: str, version: str) -> Response:
+    served = _served_model(model)
+    _check_version(model, version)
+    return _json(
+        200,
+        {
+            "name": model,
+            "versions": [VERSION],
+            "platform": "onnxruntime_onnx",
+            "inputs": [t.to_json() for t in served.card.inputs],
+            "outputs": [t.to_json() for t in served.card.outputs],
+        },
+    )
+
+
+def _model_ready(model: str, version: str) -> Response:
+    _served_model(model)
+    _check_version(model, version)
+    return _json(200, {"name": model, "ready": True})
+
+
+def _ready() -> Response:
+    try:
+        load_models()
+    except InferenceError as e:
+        return _json(503, {"ready": False, "error": e.message})
+    return _json(200, {"ready": True})
+
+
+def _make_resolver(cls: type[ApiGatewayResolver]) -> ApiGatewayResolver:
+    """One resolver per event shape, with the same routes and error handling registered on each."""
+    app = cls()
+
+    def raw_event() -> Mapping[str, Any]:
+        return app.current_event.raw_event
+
+    app.get("/v2/health/live")(lambda: _json(200, {"live": True}))
+    app.get("/v2/health/ready")(_ready)
+    app.get("/v2")(
+        lambda: _json(200, {"name": SERVICE, "version": "0.1.0", "extensions": ["binary_tensor_data", "parameters"]})
+    )
+    app.get("/v2/models/<model>")(lambda model: _model_metadata(model, VERSION))
+    app.get("/v2/models/<model>/versions/<version>")(_model_metadata)
+    app.get("/v2/models/<model>/ready")(lambda model: _model_ready(model, VERSION))
+    app.get("/v2/models/<model>/versions/<version>/ready")(_model_ready)
+    app.post("/v2/models/<model>/infer")(lambda model: _infer(raw_event(), model, VERSION))
+    app.post("/v2/models/<model>/versions/<version>/infer")(lambda model, version: _infer(raw_event(), model, version))
+
+    @app.exception_handler(InferenceError)
+    def _inference_error(e: InferenceError) -> Response:
+        metrics.add_dimension(name="reason", value=type(e).__name__)
+        metrics.add_metric(name="InferenceErrorCount", unit=MetricUnit.Count, value=1)
+        return _error(e.status, e.message, e.retry_after_s)
+
+    @app.not_found
+    def _no_route(_: NotFoundError) -> Response:
+        return _error(404, f"no route {app.current_event.http_method} {app.current_event.path}")
+
+    @app.exception_handler(Exception)
+    def _unexpected(e: Exception) -> Response:
+        logger.exception("unhandled error")
+        return _error(500, f"internal error: {type(e).__name__}: {e}")
+
+    return app
+
+
+_function_url = _make_resolver(LambdaFunctionUrlResolver)
+_alb = _make_resolver(ALBResolver)
+
+
+def _resolver_for(event: Mapping[str, Any]) -> ApiGatewayResolver | None:
+    context = event.get("requestContext") or {}
+    if "elb" in context:
+        return _alb
+    if event.get("version") == "2.0" and "http" in context:
+        return _function_url
+    return None
+
+
+def _correlation_id(event: Mapping[str, Any], context: LambdaContext) -> str:
+    """The client's ``x-request-id`` when given (it spans front door, worker and Lambda), else the platform's."""
+    return str(
+        _header(event, "x-request-id")
+        or (event.get("requestContext") or {}).get("requestId")
+        or getattr(context, "aws_request_id", "")
+    )
+
+
+@_traced
+@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    logger.set_correlation_id(_correlation_id(event, context))
+    app = _resolver_for(event)
+    if app is None:
+        logger.warning("unsupported event shape", extra={"keys": sorted(event)[:20]})
+        return {
+            "statusCode": 400,
+            "headers": {"content-type": "application/json"},
+            "body": orjson.dumps({"error": "unsupported event: expected a Lambda Function URL or ALB event"}).decode(),
+            "isBase64Encoded": False,
+        }
+    response = app.resolve(event, context)
+    logger.info(
+        "request",
+        extra={
+            "method": _method(event),
+            "path": event.get("rawPath") or event.get("path"),
+            "status": response.get("statusCode"),
+            "duration_ms": round((time.perf_counter() - t0) * 1e3, 3),
+        },
+    )
+    return response
+
+
+def _method(event: Mapping[str, Any]) -> str:
+    return str(event.get("httpMethod") or ((event.get("requestContext") or {}).get("http") or {}).get("method", ""))
+
+
+if os.environ.get("AWS_LAMBDA_RUNTIME_API"):  # on AWS: load during INIT, not in the first request
+    preload()

@@ -1,0 +1,227 @@
+"""``mark run``: the whole local stack under a replayed workload, with live progress and a report.
+
+Until the proactive controller exists (issue 4+), the fleet is static plus one launch when the
+workload's burst begins: the burst must then go to Lambda while that instance boots, which the
+report shows (Lambda share during the burst).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference.codec import encode_request
+from inference.repository import ModelRepository
+from orchestrator.catalog import Catalog
+from orchestrator.cloud.base import InstanceState
+from orchestrator.cloud.local import InstanceTypeSpec
+from orchestrator.cost import CostLedger, CostSnapshot
+from orchestrator.httpclient import Connection, HttpConnectionError, build_request
+from orchestrator.loadgen import burst_window, replay
+from orchestrator.stack import LocalStack, StackConfig
+
+
+@dataclass
+class RunStats:
+    sent: int = 0
+    ok: int = 0
+    errors: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    by_second: dict[int, list[str]] = field(default_factory=dict)  # virtual second -> routes answered
+
+    def within(self, rt_max_ms: float) -> float | None:
+        if not self.sent:
+            return None
+        return sum(1 for x in self.latencies_ms if x <= rt_max_ms) / self.sent
+
+
+@dataclass(frozen=True)
+class RunReport:
+    stats: RunStats
+    cost: CostSnapshot
+    time_factor: float
+    rt_max_ms: float
+    sl_min: float
+    burst: tuple[int, int] | None
+    instances_launched: int
+
+    @property
+    def virtual_requests(self) -> float:
+        return self.stats.sent / self.time_factor
+
+    def lambda_share(self, seconds: range | None = None) -> float:
+        routes = [r for s, rs in self.stats.by_second.items() if seconds is None or s in seconds for r in rs]
+        return routes.count("lambda") / len(routes) if routes else 0.0
+
+    def _attainment(self, att: float | None) -> str:
+        if att is None:
+            return "-"
+        return f"{att:.2%}  (target {self.sl_min:.0%}: {'met' if att >= self.sl_min else 'MISSED'})"
+
+    def render(self) -> str:
+        s, c = self.stats, self.cost
+        att = s.within(self.rt_max_ms)
+        p = np.percentile(s.latencies_ms, [50, 99]) if s.latencies_ms else [float("nan")] * 2
+        per_m = c.total_usd / self.virtual_requests * 1e6 if s.sent else float("nan")
+        rows = [
+            ("requests sent", f"{s.sent}  (each stands for {1 / self.time_factor:g} of the virtual workload)"),
+            ("answered 200", f"{s.ok}"),
+            ("errors", ", ".join(f"{k}: {v}" for k, v in sorted(s.errors.items())) or "none"),
+            (f"SLO attainment (<= {self.rt_max_ms:g} ms)", self._attainment(att)),
+            ("latency p50 / p99", f"{p[0]:.1f} / {p[1]:.1f} ms"),
+            ("Lambda share (whole run)", f"{self.lambda_share():.1%}"),
+        ]
+        if self.burst:
+            rows.append(
+                (
+                    f"Lambda share (burst {self.burst[0]}-{self.burst[1]} s)",
+                    f"{self.lambda_share(range(*self.burst)):.1%}",
+                )
+            )
+        rows += [
+            ("instances launched", f"{self.instances_launched}"),
+            ("cost: instances", f"${c.instance_usd:.6f}  ({c.instance_seconds:.0f} billed instance-seconds)"),
+            (
+                "cost: Lambda",
+                f"${c.lambda_usd:.6f}  ({c.lambda_invocations} invocations, {c.lambda_gb_seconds:.2f} GB-s)",
+            ),
+            ("cost: total", f"${c.total_usd:.6f} over {c.at_s:.0f} virtual seconds"),
+            ("cost per 1M requests", f"${per_m:.2f}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(["", "run report", "-" * (width + 40)] + [f"{k:<{width}}  {v}" for k, v in rows])
+
+
+class _Sender:
+    """Open-loop client: a pool of keep-alive connections to the front door, one request each at a time."""
+
+    def __init__(self, port: int, model: str, payloads: list[tuple[bytes, dict[str, str]]]) -> None:
+        self.port = port
+        self.model = model
+        self.raw = [build_request("POST", "127.0.0.1", port, f"/v2/models/{model}/infer", b, h) for b, h in payloads]
+        self.idle: list[Connection] = []
+        self.rng = random.Random(1)
+        self.stats = RunStats()
+        self.second = 0
+
+    async def send(self) -> None:
+        conn = self.idle.pop() if self.idle else Connection("127.0.0.1", self.port)
+        second = self.second
+        self.stats.sent += 1
+        t0 = time.perf_counter()
+        try:
+            resp = await conn.send(self.raw[self.rng.randrange(len(self.raw))])
+        except HttpConnectionError:
+            self.stats.errors[0] = self.stats.errors.get(0, 0) + 1
+            return
+        ms = (time.perf_counter() - t0) * 1e3
+        self.idle.append(conn)
+        if resp.status == 200:
+            self.stats.ok += 1
+            self.stats.latencies_ms.append(ms)
+        else:
+            self.stats.errors[resp.status] = self.stats.errors.get(resp.status, 0) + 1
+        self.stats.by_second.setdefault(second, []).append(resp.headers.get("x-mark-route", "instance"))
+
+
+def sample_payloads(repo: ModelRepository, model: str, n: int = 32) -> list[tuple[bytes, dict[str, str]]]:
+    """Real inputs: held-out digits for the digits family, random pixels of the right shape otherwise."""
+    card = repo.card(model)
+    rng = np.random.default_rng(0)
+    if card.family == "digits":
+        from inference.zoo.digits import load_split
+
+        x = load_split()[1][:n]
+    else:
+        shape = [1 if d < 0 else d for d in card.inputs[0].shape]
+        x = rng.integers(0, 256, size=(n, *shape[1:]), dtype=np.uint8)
+    return [encode_request({card.inputs[0].name: x[i : i + 1]}) for i in range(len(x))]
+
+
+def _sync_ledger(ledger: CostLedger, stack: LocalStack, seen: dict[str, str]) -> None:
+    """Bill from the cloud's own view: launched instances start the meter, terminated ones stop it."""
+    for inst in stack.cloud.instances():
+        state = seen.get(inst.id)
+        if state is None:
+            ledger.instance_started(inst.id, inst.instance_type, inst.market.value, inst.launched_at)
+            seen[inst.id] = "started"
+        if inst.state == InstanceState.TERMINATED and seen[inst.id] != "stopped":
+            ledger.instance_stopped(inst.id, inst.terminated_at or stack.cloud.now())
+            seen[inst.id] = "stopped"
+
+
+async def run_workload(
+    config: StackConfig,
+    rates: list[float],
+    catalog: Catalog,
+    *,
+    function: object | None = None,
+    sl_min: float = 0.98,
+    progress: bool = True,
+    launch_at_burst: bool = True,
+) -> RunReport:
+    ledger = CostLedger(catalog)
+    seen: dict[str, str] = {}
+    burst = burst_window(rates) if launch_at_burst else None
+    launched = config.initial_instances
+    async with LocalStack(config, function) as stack:  # type: ignore[arg-type]
+        stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb)
+        await stack.wait_running(config.initial_instances, timeout_s=120)
+        repo = ModelRepository(config.repository)
+        sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]))
+        t_start = time.monotonic()
+
+        def on_second(i: int) -> None:
+            nonlocal launched
+            sender.second = i
+            _sync_ledger(ledger, stack, seen)
+            if burst and i == burst[0]:
+                asyncio.get_running_loop().create_task(stack.cloud.launch(config.instance_type, config.market, 1))
+                launched += 1
+            if progress:
+                _progress(i, rates, sender.stats, stack, ledger, config, time.monotonic() - t_start)
+
+        await replay(rates, sender.send, time_factor=config.time_factor, on_second=on_second)
+        _sync_ledger(ledger, stack, seen)
+        now = stack.cloud.now()
+        for route, n in stack.dispatcher.by_route.items():
+            if route in ("instance", "lambda"):
+                ledger.requests(route, n)
+        for inst in stack.cloud.instances():
+            if seen.get(inst.id) == "started":
+                ledger.instance_stopped(inst.id, now)
+                seen[inst.id] = "stopped"
+        snapshot = ledger.snapshot(now)
+        for c in sender.idle:
+            await c.close()
+    if progress:
+        print(file=sys.stderr)
+    return RunReport(sender.stats, snapshot, config.time_factor, config.rt_max_ms, sl_min, burst, launched)
+
+
+def _progress(
+    i: int, rates: list[float], stats: RunStats, stack: LocalStack, ledger: CostLedger, config: StackConfig, wall: float
+) -> None:
+    d = stack.dispatcher
+    window = d.slo.window(time.monotonic(), 10.0)
+    states = [x.state for x in stack.cloud.instances()]
+    routed = d.by_route["instance"] + d.by_route["lambda"]
+    lam = d.by_route["lambda"] / routed if routed else 0.0
+    cost = ledger.snapshot(stack.cloud.now()).total_usd
+    att = window.attainment
+    line = (
+        f"\r[run] t={i:4d}s/{len(rates)} ({wall:5.0f}s real)  offered {rates[i]:6.1f}/s  "
+        f"p99 {window.p99_ms or 0:6.1f} ms  SLO {'-' if att is None else f'{att:6.1%}'}  "
+        f"instances {states.count(InstanceState.PENDING)} booting / {states.count(InstanceState.RUNNING)} ready  "
+        f"Lambda {lam:5.1%}  cost ${cost:.5f}  rejected {d.by_route['rejected']}"
+    )
+    print(line, end="", file=sys.stderr, flush=True)
+
+
+def stack_types(catalog: Catalog, names: list[str]) -> tuple[InstanceTypeSpec, ...]:
+    return tuple(InstanceTypeSpec(n, catalog.instance(n).vcpu, catalog.boot_seconds(n)) for n in names)
