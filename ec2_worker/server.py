@@ -42,6 +42,7 @@ def _uvicorn_config(app: object, host: str, port: int) -> uvicorn.Config:
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=75,  # longer than the front door keeps idle pooled connections
         proxy_headers=False,  # never trust X-Forwarded-* from whoever can reach the port
         server_header=False,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from inference.errors import InferenceError
 
-DEFAULT_MODEL = "digits_mlp_small"
+DEFAULT_MODEL = "mobilenet_v2"  # `mark run`: a real ImageNet model, built on first use
 # sklearn's digits image 0 (a handwritten "0"), so the printed curl command returns a real answer.
 DIGIT_ZERO = (
     "[0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,"
@@ -116,35 +117,127 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_model(repo, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Build the model if it is absent: digits in seconds; imagenet variants need the zoo extra."""
+    if repo.has(name):
+        return
+    from inference.zoo import digits
+
+    if name in {v.name for v in digits.VARIANTS}:
+        print(f"[run] building {name} into {repo.root} (first run only)", file=sys.stderr)
+        digits.build(repo, only=[name])
+        return
+    from inference.zoo import imagenet
+
+    print(f"[run] building {name} into {repo.root} (first run only, about a minute)", file=sys.stderr)
+    imagenet.build(repo, only=[name])
+
+
+def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
+    from orchestrator.cloud.base import Market
+    from orchestrator.run import stack_types
+    from orchestrator.stack import StackConfig
+
+    spec = catalog.instance(args.type)
+    return StackConfig(
+        models=(args.model,),
+        repository=str(repo.root),
+        host=args.host,
+        port=args.port,
+        instance_type=args.type,
+        initial_instances=args.instances,
+        market=Market(args.market),
+        time_factor=args.time_factor,
+        rt_max_ms=args.rt_max_ms,
+        threads=max(1, min(spec.vcpu, args.instance_threads)),
+        max_batch=args.max_batch,
+        batch_timeout_ms=args.batch_timeout_ms,
+        types=stack_types(catalog, [args.type]),
+    )
+
+
+def _local_lambda(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
+    if args.no_lambda:
+        return None
+    from orchestrator.cloud.local_lambda import LocalLambda, LocalLambdaConfig
+
+    return LocalLambda(
+        LocalLambdaConfig(
+            models=[args.model],
+            repository=str(repo.root),
+            memory_mb=args.lambda_memory_mb,
+            concurrency_limit=args.lambda_concurrency,
+            time_factor=args.time_factor,
+        )
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """The local default: make sure the model exists, then serve it and say how to call it."""
-    from ec2_worker.server import run
+    """The local default: front door + local cloud + local Lambda, under a replayed workload."""
+    import asyncio
+
+    from orchestrator.catalog import load_catalog
+    from orchestrator.loadgen import builtin_shape, load_trace
 
     repo = _repo(args)
-    if not repo.has(args.model):
-        from inference.zoo import digits
-
-        if args.model not in {v.name for v in digits.VARIANTS}:
-            print(f"error: model {args.model!r} is not built; run `mark zoo build imagenet` first", file=sys.stderr)
+    catalog = load_catalog()
+    _ensure_model(repo, args.model)
+    config = _stack_config(args, repo, catalog)
+    function = _local_lambda(args, repo, catalog)
+    if args.serve:
+        return _serve(config, function, args)
+    if args.trace:
+        rates = load_trace(args.trace, scale=args.scale, limit_seconds=args.seconds)
+    else:
+        try:
+            base, peak, burst = (float(x) for x in args.shape.split(","))
+        except ValueError:
+            print(f"error: --shape must be BASE,PEAK,BURST requests/s, got {args.shape!r}", file=sys.stderr)
             return 2
-        print(f"[run] building the digits family into {repo.root} (first run only)", file=sys.stderr)
-        digits.build(repo, only=[args.model])
-    card = repo.card(args.model)
-    inp = card.inputs[0]
-    base = f"http://{args.host}:{args.port}"
-    example = DIGIT_ZERO if card.family == "digits" else "..."
+        rates = [r * args.scale for r in builtin_shape(args.seconds, base, peak, burst)]
+    from orchestrator.run import run_workload
+
     print(
-        f"\nserving {args.model} ({card.family}, top-1 {card.primary_accuracy:.3f}) on {base}\n"
-        f"  health:   curl {base}/v2/health/ready\n"
-        f"  metadata: curl {base}/v2/models/{args.model}\n"
-        f"  infer:    curl -s -X POST {base}/v2/models/{args.model}/infer -d "
-        f'\'{{"inputs":[{{"name":"{inp.name}","datatype":"{inp.datatype}","shape":[1,64],"data":{example}}}]}}\'\n'
-        f"  metrics:  curl {base}/metrics\n"
-        f"  python:   tritonclient.http.InferenceServerClient('{args.host}:{args.port}')\n"
-        "Ctrl-C stops (accepted requests are finished first).\n",
-        flush=True,
+        f"[run] {args.model} on {args.instances} x {args.type} + local Lambda; {len(rates)} virtual seconds "
+        f"at time factor {args.time_factor:g} (~{len(rates) * args.time_factor:.0f} s); SLO {args.rt_max_ms:g} ms "
+        f"for {args.sl_min:.0%}; front door http://{args.host}:{args.port}",
+        file=sys.stderr,
     )
-    run(_worker_settings(args, [args.model]))
+    report = asyncio.run(run_workload(config, rates, catalog, function=function, sl_min=args.sl_min))
+    print(report.render())
+    return 0
+
+
+def _serve(config, function, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    import asyncio
+    import signal
+
+    from orchestrator.stack import LocalStack
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with LocalStack(config, function) as stack:
+            await stack.wait_running(config.initial_instances, timeout_s=120)
+            base = f"http://{config.host}:{stack.port}"
+            example = DIGIT_ZERO if args.model.startswith("digits") else "..."
+            print(
+                f"\nserving {args.model} through the front door on {base} "
+                f"({config.initial_instances} x {config.instance_type}"
+                f"{' + local Lambda' if function is not None else ''})\n"
+                f"  health:   curl {base}/v2/health/ready\n"
+                f"  metadata: curl {base}/v2/models/{args.model}\n"
+                f"  infer:    curl -s -X POST {base}/v2/models/{args.model}/infer -d "
+                f'\'{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":{example}}}]}}\'\n'
+                f"  metrics:  curl {base}/metrics\n"
+                "Ctrl-C stops everything (accepted requests are finished first).\n",
+                flush=True,
+            )
+            await stop.wait()
+
+    asyncio.run(main())
     return 0
 
 
@@ -186,9 +279,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_flags(w, 8000)
     w.set_defaults(func=cmd_worker)
 
-    r = sub.add_parser("run", help="the local default: build the model if needed and serve it")
+    r = sub.add_parser("run", help="the local stack: front door, local cloud, local Lambda, a replayed workload")
     r.add_argument("--model", default=DEFAULT_MODEL)
-    _add_worker_flags(r, 8000)
+    r.add_argument("--serve", action="store_true", help="just serve until Ctrl-C (no workload)")
+    r.add_argument("--trace", default=None, help="per-second counts file or per-minute CSV (default: built-in shape)")
+    r.add_argument("--scale", type=float, default=1.0, help="multiply the workload's rates")
+    r.add_argument(
+        "--shape", default="20,60,170", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
+    )
+    r.add_argument(
+        "--instance-threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="onnxruntime threads per local instance (default: half this machine's cores, leaving room "
+        "for the local Lambda environments and the front door)",
+    )
+    r.add_argument("--seconds", type=int, default=600, help="virtual seconds of workload")
+    r.add_argument("--time-factor", type=float, default=0.1, help="real seconds per virtual second")
+    r.add_argument("--type", default="c5.large", help="instance type (profiles/catalog.yaml)")
+    r.add_argument("--market", default="on-demand", choices=["on-demand", "spot"])
+    r.add_argument("--instances", type=int, default=1, help="initial fleet")
+    r.add_argument("--sl-min", type=float, default=0.98)
+    r.add_argument("--no-lambda", action="store_true")
+    r.add_argument("--lambda-concurrency", type=int, default=4)
+    r.add_argument("--lambda-memory-mb", type=int, default=2048)
+    _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)
     return p
 

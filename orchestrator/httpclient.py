@@ -42,15 +42,17 @@ class Connection:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
 
     async def send(self, raw_request: bytes) -> HttpResponse:
-        if self._writer is None or self._writer.is_closing():
-            await self._connect()
-        assert self._reader is not None and self._writer is not None
+        reused = self._writer is not None and not self._writer.is_closing()
         try:
-            self._writer.write(raw_request)
-            head = await self._reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as e:
-            await self.close()
-            raise HttpConnectionError(f"connection to {self.host}:{self.port} failed: {e}") from e
+            head = await self._send_head(raw_request)
+        except HttpConnectionError:
+            if not reused:
+                raise
+            # The server may close an idle keep-alive connection at any time (its keep-alive
+            # timeout); a request that got no response byte on a reused connection is safe to
+            # send again on a fresh one, as every HTTP client does.
+            head = await self._send_head(raw_request)
+        assert self._reader is not None
         status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
         status = int(status_line.split(" ", 2)[1])
         headers = {}
@@ -66,6 +68,20 @@ class Connection:
         if headers.get("connection", "").lower() == "close":
             await self.close()
         return HttpResponse(status, headers, body)
+
+    async def _send_head(self, raw_request: bytes) -> bytes:
+        if self._writer is None or self._writer.is_closing():
+            try:
+                await self._connect()
+            except OSError as e:
+                raise HttpConnectionError(f"cannot connect to {self.host}:{self.port}: {e}") from e
+        assert self._reader is not None and self._writer is not None
+        try:
+            self._writer.write(raw_request)
+            return await self._reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as e:
+            await self.close()
+            raise HttpConnectionError(f"connection to {self.host}:{self.port} failed: {e}") from e
 
     async def close(self) -> None:
         if self._writer is not None:

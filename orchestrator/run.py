@@ -175,6 +175,7 @@ async def run_workload(
         repo = ModelRepository(config.repository)
         sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]))
         t_start = time.monotonic()
+        last_progress = [0.0]
 
         def on_second(i: int) -> None:
             nonlocal launched
@@ -183,7 +184,8 @@ async def run_workload(
             if burst and i == burst[0]:
                 asyncio.get_running_loop().create_task(stack.cloud.launch(config.instance_type, config.market, 1))
                 launched += 1
-            if progress:
+            if progress and (time.monotonic() - last_progress[0] >= 0.5 or i == len(rates) - 1):
+                last_progress[0] = time.monotonic()
                 _progress(i, rates, sender.stats, stack, ledger, config, time.monotonic() - t_start)
 
         await replay(rates, sender.send, time_factor=config.time_factor, on_second=on_second)

@@ -35,6 +35,7 @@ class StackConfig:
     threads: int = 2
     max_batch: int = 8
     batch_timeout_ms: float = 5.0
+    queue_bound: int = 64  # outstanding requests per worker before the front door counts it as full
     types: tuple[InstanceTypeSpec, ...] = field(default_factory=tuple)
 
 
@@ -67,6 +68,7 @@ class LocalStack:
                 max_batch=config.max_batch,
                 batch_timeout_ms=config.batch_timeout_ms,
                 threads=config.threads,
+                queue_bound=config.queue_bound,
             ),
             function,
             prices,
@@ -89,6 +91,9 @@ class LocalStack:
 
     async def start(self) -> None:
         c = self.config
+        start_function = getattr(self.function, "start", None)
+        if start_function is not None:
+            await start_function()
         if c.initial_instances:
             await self.cloud.launch(c.instance_type, c.market, c.initial_instances)
         self._server = _Server(
@@ -102,6 +107,7 @@ class LocalStack:
                 access_log=False,
                 log_level="warning",
                 proxy_headers=False,
+                timeout_keep_alive=75,
                 server_header=False,
             )
         )

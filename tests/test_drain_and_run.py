@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,11 +50,12 @@ def test_sigterm_finishes_every_accepted_request(start_worker) -> None:  # type:
     assert "Traceback" not in log
 
 
-def test_mark_run_builds_the_default_model_and_serves_it(tmp_path: Path) -> None:
+def test_mark_run_serve_builds_the_model_and_serves_through_the_front_door(tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {"MARK_MODEL_REPO": str(tmp_path / "repo")}
+    cmd = [sys.executable, "-m", "orchestrator", "run", "--serve", "--model", "digits_mlp_small", "--no-lambda"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "run", "--port", str(port), "--threads", "1"],
+        [*cmd, "--port", str(port), "--time-factor", "0.01"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -68,15 +70,26 @@ def test_mark_run_builds_the_default_model_and_serves_it(tmp_path: Path) -> None
                 ready = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200
             except httpx.HTTPError:
                 time.sleep(0.2)
-        assert ready, "mark run never became ready"
+        assert ready, "mark run --serve never became ready"
         x = np.zeros((1, 64), dtype=np.float32)
         body, headers = encode_request({"input": x})
         r = httpx.post(f"http://127.0.0.1:{port}/v2/models/digits_mlp_small/infer", content=body, headers=headers)
-        assert r.status_code == 200
+        assert r.status_code == 200 and r.headers["x-mark-route"] == "instance"
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert f"curl -s -X POST http://127.0.0.1:{port}/v2/models/digits_mlp_small/infer" in out
-    assert "building the digits family" in out
+    assert "building digits_mlp_small" in out
     assert (tmp_path / "repo" / "digits_mlp_small" / "card.json").is_file()
+
+
+def test_mark_run_replays_a_workload_and_prints_the_report(tmp_path: Path, digits_repo) -> None:  # type: ignore[no-untyped-def]
+    cmd = [sys.executable, "-m", "orchestrator", "--repo", str(digits_repo.root), "run", "--model", "digits_mlp_small"]
+    args = ["--seconds", "60", "--time-factor", "0.05", "--shape", "5,10,40", "--port", str(free_port())]
+    out = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    for line in ("SLO attainment", "cost per 1M requests", "Lambda share (burst"):
+        assert line in out.stdout, out.stdout
+    assert re.search(r"instances launched\s+2\b", out.stdout), out.stdout  # the one launch at the burst
+    assert "[run] t=" in out.stderr  # the live progress line

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.slow
 class StackThread:
     """Runs a LocalStack on its own event loop in a thread, so sync clients can drive it."""
 
-    def __init__(self, config: StackConfig, running: int = 1) -> None:
+    def __init__(self, config: StackConfig, running: int = 1, function: object | None = None) -> None:
         self.config = config
+        self.function = function
         self.stack: LocalStack | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -44,7 +45,7 @@ class StackThread:
     async def _main(self, running: int) -> None:
         self.loop = asyncio.get_running_loop()
         try:
-            async with LocalStack(self.config) as stack:
+            async with LocalStack(self.config, self.function) as stack:  # type: ignore[arg-type]
                 self.stack = stack
                 await stack.wait_running(running)
                 self._ready.set()
@@ -142,5 +143,64 @@ def test_killing_a_worker_under_load_loses_no_request(digits_repo: ModelReposito
         victim_state = next(i for i in cloud.instances() if i.id == victim).state
         assert victim_state.value == "terminated"
         assert dispatcher.retries >= 2  # the kill hit requests in flight, and they were retried
+    finally:
+        s.close()
+
+
+def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
+    digits_repo: ModelRepository, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.cloud.base import Market
+    from orchestrator.cloud.local import InstanceTypeSpec
+    from orchestrator.cloud.local_lambda import LocalLambda, LocalLambdaConfig
+
+    function = LocalLambda(
+        LocalLambdaConfig(
+            models=["digits_mlp_small"], repository=str(digits_repo.root), concurrency_limit=2, log_dir=str(tmp_path)
+        )
+    )
+    types = (InstanceTypeSpec("c5.large", 1, 0.0), InstanceTypeSpec("slowboot", 1, 3600.0))
+    s = StackThread(
+        StackConfig(
+            models=("digits_mlp_small",),
+            repository=str(digits_repo.root),
+            port=0,
+            threads=1,
+            queue_bound=2,
+            types=types,
+        ),
+        function=function,
+    )
+    try:
+        assert s.stack is not None
+        cloud = s.stack.cloud
+        worker = cloud.instances()[0]
+        s.call(cloud.launch("slowboot", Market.ON_DEMAND, 1))  # a launch in progress: booting for an hour
+        os.kill(cloud.process_id(worker.id), signal.SIGSTOP)  # the only worker is saturated: it answers nothing
+        x = np.zeros((1, 64), dtype=np.float32)
+        body, headers = encode_request({"input": x})
+        url = f"http://{s.url}/v2/models/digits_mlp_small/infer"
+
+        def one(_: int) -> tuple[int, float, str]:
+            t0 = time.perf_counter()
+            r = httpx.post(url, content=body, headers=headers, timeout=60)
+            return r.status_code, (time.perf_counter() - t0) * 1e3, r.headers.get("x-mark-route", "")
+
+        with ThreadPoolExecutor(2) as pool:
+            stuck = [pool.submit(one, i) for i in range(2)]  # fill the frozen worker's queue bound
+            time.sleep(0.5)
+            burst = [one(i) for i in range(30)]  # sequential: one warm environment serves them
+            os.kill(cloud.process_id(worker.id), signal.SIGCONT)
+            late = [f.result() for f in stuck]
+        assert [r[2] for r in burst] == ["lambda"] * 30, burst
+        assert all(code == 200 for code, _, _ in burst)
+        warm = [ms for _, ms, _ in burst[1:]]
+        assert max(warm) <= s.config.rt_max_ms, warm  # once warm, Lambda answers within RTmax
+        assert all(code == 200 for code, _, _ in late)  # the frozen worker's requests: late, not lost
+        stats = function.stats()
+        assert stats.cold_starts >= 1 and stats.invocations >= 30
+        metrics = httpx.get(f"http://{s.url}/metrics").text
+        assert 'mark_frontdoor_requests{route="lambda"} 30' in metrics
+        assert "mark_lambda_cold_starts" in metrics
     finally:
         s.close()

@@ -142,6 +142,19 @@ class FrontDoor:
         for wid, n in d.outstanding.items():
             queue.set((("instance", wid),), n)
         families = [requests, retries, slo, p99, queue]
+        lambda_stats = getattr(d.function, "stats", None)
+        if lambda_stats is not None:
+            st = lambda_stats()
+            lam = Counter("mark_lambda_cold_starts", "Lambda cold starts (new execution environments)")
+            lam.inc((), st.cold_starts)
+            inv = Counter("mark_lambda_invocations", "Lambda invocations")
+            inv.inc((), st.invocations)
+            thr = Counter("mark_lambda_throttles", "Lambda invocations refused at the concurrency limit")
+            thr.inc((), st.throttles)
+            warm = Gauge("mark_lambda_environments", "Lambda execution environments, by state")
+            warm.set((("state", "busy"),), st.busy)
+            warm.set((("state", "idle"),), st.idle)
+            families += [lam, inv, thr, warm]
         if self.cost:
             cost = Gauge("mark_cost_usd", "Cost so far, by component")
             for k, v in self.cost().items():
