@@ -171,6 +171,12 @@ async def run_workload(
     launched = config.initial_instances
     async with LocalStack(config, function) as stack:  # type: ignore[arg-type]
         stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb)
+
+        def cost_now() -> dict[str, float]:
+            snap = ledger.snapshot(stack.cloud.now())
+            return {"instances": snap.instance_usd, "lambda": snap.lambda_usd, "total": snap.total_usd}
+
+        stack.frontdoor.cost = cost_now  # /metrics shows cost so far
         await stack.wait_running(config.initial_instances, timeout_s=120)
         repo = ModelRepository(config.repository)
         sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]))

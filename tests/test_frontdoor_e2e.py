@@ -204,3 +204,29 @@ def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
         assert "mark_lambda_cold_starts" in metrics
     finally:
         s.close()
+
+
+def test_spot_interruption_drains_then_terminates(digits_repo: ModelRepository) -> None:
+    from orchestrator.cloud.base import InstanceState, Market
+
+    s = StackThread(
+        StackConfig(
+            models=("digits_mlp_small",), repository=str(digits_repo.root), port=0, threads=1, market=Market.SPOT
+        )
+    )
+    try:
+        assert s.stack is not None
+        cloud = s.stack.cloud
+        inst = cloud.instances()[0]
+        notice = cloud.inject_interruption(inst.id, notice_seconds=1.0)
+        assert cloud.interruption_notices() == [notice]
+        assert notice.terminate_at == notice.noticed_at + 1.0
+        deadline = time.monotonic() + 30
+        while cloud.instances()[0].state != InstanceState.TERMINATED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cloud.instances()[0].state == InstanceState.TERMINATED
+        assert cloud.interruption_notices() == []
+        with pytest.raises(ValueError, match="no live instance"):
+            cloud.inject_interruption(inst.id)
+    finally:
+        s.close()
