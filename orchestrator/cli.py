@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", default=None, help="per-second counts file or per-minute CSV (default: built-in shape)")
     r.add_argument("--scale", type=float, default=1.0, help="multiply the workload's rates")
     r.add_argument(
-        "--shape", default="20,60,170", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
+        "--shape", default="20,60,150", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
     )
     r.add_argument(
         "--instance-threads",
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--instances", type=int, default=1, help="initial fleet")
     r.add_argument("--sl-min", type=float, default=0.98)
     r.add_argument("--no-lambda", action="store_true")
-    r.add_argument("--lambda-concurrency", type=int, default=4)
+    r.add_argument("--lambda-concurrency", type=int, default=2)
     r.add_argument("--lambda-memory-mb", type=int, default=2048)
     _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)

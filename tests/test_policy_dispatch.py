@@ -90,3 +90,12 @@ def test_invariants(budget: float, fleet: list[WorkerView], lam: LambdaView) -> 
         assert all(v.outstanding >= v.queue_bound for v in fleet)
         assert not (lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0))
     assert decide(budget, tuple(fleet), lam) == d  # deterministic
+
+
+def test_late_either_way_goes_to_whichever_answers_first() -> None:
+    swamped = (worker("swamped", 60, t1_ms=20.0, per_row_ms=20.0),)  # ~1.2 s of queue ahead
+    cold_only = LambdaView(True, 0, 4, 40.0, 900.0, 3e-6)
+    d = decide(200.0, swamped, cold_only)
+    assert d.route == Route.LAMBDA and d.predicted_ms == 900.0 and "late" in d.reason
+    slow_cold = LambdaView(True, 0, 4, 40.0, 5000.0, 3e-6)
+    assert decide(200.0, swamped, slow_cold).route == Route.WORKER

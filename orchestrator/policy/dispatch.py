@@ -8,9 +8,10 @@ worker's latency profile, Lambda's warm pool) and applies the decision. The rule
    time), breaking ties by earliest completion;
 3. else Lambda, if a warm environment is idle and its warm latency fits, or a cold start fits and
    concurrency is left;
-4. else the worker with the earliest completion (a late answer beats no answer), unless its queue
-   is at its bound: then 503 with Retry-After; with no worker at all, Lambda if it has any
-   concurrency left (late), else 503.
+4. else whichever answers earliest, late (a late answer beats no answer): the worker with the
+   earliest completion or Lambda (warm, or a cold start, which also warms it for the requests
+   that follow); workers whose queue is at its bound are out; with nothing left, 503 with
+   Retry-After.
 """
 
 from __future__ import annotations
@@ -89,12 +90,16 @@ def decide(budget_ms: float, workers: tuple[WorkerView, ...], lam: LambdaView) -
             return Decision(
                 Route.LAMBDA, "no worker meets the deadline; a Lambda cold start does", predicted_ms=lam.cold_ms
             )
+    lam_ms = None
+    if lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0):
+        lam_ms = lam.warm_ms if lam.warm_idle > 0 else lam.cold_ms
     if timed:
         t, w = min(timed, key=lambda tw: (tw[0], tw[1].worker_id))
-        return Decision(Route.WORKER, "nothing meets the deadline: earliest completion (late)", w.worker_id, t)
-    if lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0):
-        ms = lam.warm_ms if lam.warm_idle > 0 else lam.cold_ms
-        return Decision(Route.LAMBDA, "no worker can take it: Lambda, late", predicted_ms=ms)
+        if lam_ms is None or t <= lam_ms:
+            return Decision(Route.WORKER, "nothing meets the deadline: earliest completion (late)", w.worker_id, t)
+    if lam_ms is not None:
+        # Late either way: Lambda answers sooner (and a cold start warms it for what follows).
+        return Decision(Route.LAMBDA, "nothing meets the deadline: Lambda is the earliest (late)", predicted_ms=lam_ms)
     waits = [w.predicted_completion_ms() for w in workers]
     retry = max(1, math.ceil(min(waits) / 1000.0)) if waits else 1
     why = "every worker queue is at its bound" if workers else "no worker is running"
