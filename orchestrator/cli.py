@@ -195,7 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: --shape must be BASE,PEAK,BURST requests/s, got {args.shape!r}", file=sys.stderr)
             return 2
         rates = [r * args.scale for r in builtin_shape(args.seconds, base, peak, burst)]
-    from orchestrator.run import run_workload
+    import signal
+
+    from orchestrator.run import RunReport, run_workload
 
     print(
         f"[run] {args.model} on {args.instances} x {args.type} + local Lambda; {len(rates)} virtual seconds "
@@ -203,7 +205,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"for {args.sl_min:.0%}; front door http://{args.host}:{args.port}",
         file=sys.stderr,
     )
-    report = asyncio.run(run_workload(config, rates, catalog, function=function, sl_min=args.sl_min))
+    async def main() -> RunReport:
+        # Ctrl-C or SIGTERM cancels the run; LocalStack's exit then stops every process it started.
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        return await run_workload(config, rates, catalog, function=function, sl_min=args.sl_min)
+
+    try:
+        report = asyncio.run(main())
+    except asyncio.CancelledError:
+        print("\n[run] interrupted: every process this run started has been stopped", file=sys.stderr)
+        return 130
     print(report.render())
     return 0
 

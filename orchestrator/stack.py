@@ -108,6 +108,7 @@ class LocalStack:
                 log_level="warning",
                 proxy_headers=False,
                 timeout_keep_alive=75,
+                timeout_graceful_shutdown=5,  # then close keep-alive clients that linger
                 server_header=False,
             )
         )

@@ -93,3 +93,35 @@ def test_mark_run_replays_a_workload_and_prints_the_report(tmp_path: Path, digit
         assert line in out.stdout, out.stdout
     assert re.search(r"instances launched\s+2\b", out.stdout), out.stdout  # the one launch at the burst
     assert "[run] t=" in out.stderr  # the live progress line
+
+
+def test_sigterm_stops_a_running_mark_run_and_every_process_it_started(tmp_path: Path, digits_repo) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "repo"
+    subprocess.run(["cp", "-r", str(digits_repo.root), str(repo)], check=True)  # a path unique to this test
+    cmd = [sys.executable, "-m", "orchestrator", "--repo", str(repo), "run", "--model", "digits_mlp_small"]
+    proc = subprocess.Popen(
+        [*cmd, "--seconds", "3000", "--time-factor", "0.05", "--shape", "5,10,40", "--port", str(free_port())],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def ours() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True).stdout.split()
+        return [p for p in out if int(p) != proc.pid]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ours(), "mark run started no worker"
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: every process this run started has been stopped" in err
+    assert ours() == []
