@@ -205,6 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"for {args.sl_min:.0%}; front door http://{args.host}:{args.port}",
         file=sys.stderr,
     )
+
     async def main() -> RunReport:
         # Ctrl-C or SIGTERM cancels the run; LocalStack's exit then stops every process it started.
         task = asyncio.current_task()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -99,3 +100,18 @@ def test_late_either_way_goes_to_whichever_answers_first() -> None:
     assert d.route == Route.LAMBDA and d.predicted_ms == 900.0 and "late" in d.reason
     slow_cold = LambdaView(True, 0, 4, 40.0, 5000.0, 3e-6)
     assert decide(200.0, swamped, slow_cold).route == Route.WORKER
+
+
+def test_front_door_honours_a_tighter_client_timeout() -> None:
+    from inference.codec import encode_request
+    from orchestrator.frontdoor.app import request_budget_ms
+
+    x = np.zeros((1, 64), dtype=np.float32)
+    body, h = encode_request({"input": x}, parameters={"timeout": 50_000})  # 50 ms in µs
+    assert request_budget_ms(body, h["inference-header-content-length"], 200.0) == 50.0
+    body, h = encode_request({"input": x}, parameters={"timeout": 900_000})  # looser than RTmax: RTmax
+    assert request_budget_ms(body, h["inference-header-content-length"], 200.0) == 200.0
+    body, h = encode_request({"input": x}, binary=False, binary_output=False)
+    assert request_budget_ms(body, None, 200.0) == 200.0
+    assert request_budget_ms(b'{"parameters": {"timeout": "soon"}}', None, 200.0) == 200.0
+    assert request_budget_ms(b"not json", "x", 200.0) == 200.0

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,6 +25,27 @@ from inference.repository import ModelRepository
 from orchestrator.frontdoor.dispatcher import Dispatcher
 
 _FORWARD = (b"content-type", HEADER_LENGTH.encode())
+
+
+def request_budget_ms(body: bytes, header_length: str | None, rt_max_ms: float) -> float:
+    """RTmax, or the client's tighter Triton ``timeout`` (µs) when it sent one.
+
+    The JSON header is parsed only when it mentions ``"timeout"``: most requests don't, and the
+    front door must not pay a JSON parse per request (bodies are forwarded unparsed).
+    """
+    try:
+        head = body[: int(header_length)] if header_length else body
+    except ValueError:
+        return rt_max_ms  # the worker rejects the bad header with the right message
+    if b'"timeout"' not in head:
+        return rt_max_ms
+    try:
+        t = orjson.loads(head).get("parameters", {}).get("timeout")
+    except (orjson.JSONDecodeError, AttributeError):
+        return rt_max_ms
+    if isinstance(t, int | float) and not isinstance(t, bool) and t > 0:
+        return min(rt_max_ms, t / 1000.0)
+    return rt_max_ms
 
 
 class FrontDoor:
@@ -55,7 +77,7 @@ class FrontDoor:
                     await respond(send, *error_response(e.status, e.message, e.retry_after_s))
                     return
                 headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
-                budget_ms = self.dispatcher.config.rt_max_ms
+                budget_ms = request_budget_ms(body, headers.get(HEADER_LENGTH), self.dispatcher.config.rt_max_ms)
                 answer = await self.dispatcher.handle(match[1], scope["path"], body, headers, budget_ms)
                 route = (b"x-mark-route", answer.route.encode())  # instance | lambda | frontdoor
                 await respond(send, answer.status, answer.body, [*answer.headers, route])
