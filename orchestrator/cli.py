@@ -212,7 +212,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
-        return await run_workload(config, rates, catalog, function=function, sl_min=args.sl_min)
+        return await run_workload(
+            config, rates, catalog, function=function, sl_min=args.sl_min, lambda_prewarm=args.lambda_prewarm
+        )
 
     try:
         report = asyncio.run(main())
@@ -318,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-lambda", action="store_true")
     r.add_argument("--lambda-concurrency", type=int, default=2)
     r.add_argument("--lambda-memory-mb", type=int, default=2048)
+    r.add_argument(
+        "--lambda-prewarm", type=int, default=1, help="Lambda environments warmed before the workload starts"
+    )
     _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)
     return p

@@ -164,6 +164,7 @@ async def run_workload(
     sl_min: float = 0.98,
     progress: bool = True,
     launch_at_burst: bool = True,
+    lambda_prewarm: int = 0,
 ) -> RunReport:
     ledger = CostLedger(catalog)
     seen: dict[str, str] = {}
@@ -178,6 +179,9 @@ async def run_workload(
 
         stack.frontdoor.cost = cost_now  # /metrics shows cost so far
         await stack.wait_running(config.initial_instances, timeout_s=120)
+        prewarm = getattr(function, "prewarm", None)
+        if lambda_prewarm and prewarm is not None:
+            await prewarm(lambda_prewarm)  # a static stand-in for the planner's pre-warm decision (issue 4)
         repo = ModelRepository(config.repository)
         sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]))
         t_start = time.monotonic()

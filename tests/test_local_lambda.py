@@ -191,3 +191,19 @@ def test_unknown_model_fails_at_start(config: Factory) -> None:
         await lam.stop()
 
     run(main())
+
+
+def test_prewarm_starts_idle_environments_billed_like_a_ping(config: Factory) -> None:
+    body, headers = encode_request({"input": load_split()[1][:1]})
+
+    async def main() -> None:
+        async with LocalLambda(config(concurrency_limit=2)) as lam:
+            assert await lam.prewarm(5) == 2  # bounded by the concurrency limit
+            stats = lam.stats()
+            assert (stats.environments, stats.idle, stats.cold_starts, stats.invocations) == (2, 2, 2, 2)
+            assert stats.billed_ms > 2  # INIT + 1 ms each
+            first = await lam.invoke("digits_mlp_small", body, headers)
+            assert first.status == 200 and not first.cold_start  # the burst's first request is warm
+            assert await lam.prewarm(1) == 0  # no room left
+
+    run(main())

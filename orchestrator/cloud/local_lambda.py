@@ -330,6 +330,30 @@ class LocalLambda:
             memory_mb=self.config.memory_mb,
         )
 
+    async def prewarm(self, count: int) -> int:
+        """Start up to ``count`` environments ahead of traffic (as a warm-up ping would on AWS).
+
+        Each costs what a ping costs there: its INIT (billed since 2025-08) plus a 1 ms
+        invocation. Returns how many were started (bounded by the concurrency limit).
+        """
+        if not self._started or self._closed:
+            raise RuntimeError("LocalLambda is not running: call start() first (and not after stop())")
+        room = self.config.concurrency_limit - len(self._envs) - self._starting
+        n = max(0, min(count, room))
+        self._starting += n
+        try:
+            envs = await asyncio.gather(*(self._start_environment() for _ in range(n)))
+        finally:
+            self._starting -= n
+        for env in envs:
+            billed_ms = math.ceil(env.init_ms) + 1
+            self._invocations += 1
+            self._billed_ms += billed_ms
+            self._billed_gb_s += billed_ms / 1000.0 * self.config.memory_mb / 1024.0
+            env.busy = False
+            env.last_used = time.monotonic()
+        return n
+
     def _take_idle(self) -> _Environment | None:
         """The most recently used idle environment (so the others age out), marked busy."""
         self._reap_idle()

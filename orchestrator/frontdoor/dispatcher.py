@@ -100,6 +100,10 @@ class Dispatcher:
         self.retries = 0
         self._profiles: dict[str, tuple[float, float]] = {}
         self.on_lambda: Callable[[Any], None] | None = None  # e.g. the cost ledger, per invocation
+        # Observed / predicted latency per worker (EWMA): profiles are measured on an idle machine,
+        # and a worker sharing its cores (or a noisy neighbour) is slower; this keeps the
+        # predictions, and so the Lambda hand-off, honest.
+        self.slowdown: dict[str, float] = {}
 
     def ready_workers(self) -> list[Instance]:
         return [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING and i.endpoint]
@@ -108,6 +112,8 @@ class Dispatcher:
         if model not in self._profiles:
             self._profiles[model] = profile_line(model, self.config.threads, self.config.slots)
         t1, per_row = self._profiles[model]
+        k = self.slowdown.get(inst.id, 1.0)
+        t1, per_row = t1 * k, per_row * k
         c = self.config
         return WorkerView(
             inst.id,
@@ -149,7 +155,10 @@ class Dispatcher:
                 answer = await self._to_lambda(model, body, headers)
             else:
                 assert decision.worker_id is not None
+                sent = time.perf_counter()
                 answer = await self._to_worker(decision.worker_id, path, body, headers)
+                if answer is not None and decision.predicted_ms:
+                    self._observe(decision.worker_id, (time.perf_counter() - sent) * 1e3, decision.predicted_ms)
                 if answer is None:  # the worker died mid-request: retry elsewhere
                     excluded.add(decision.worker_id)
                     self.retries += 1
@@ -162,6 +171,11 @@ class Dispatcher:
             self.by_route[answer.route] += 1
         self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3)
         return answer
+
+    def _observe(self, worker_id: str, actual_ms: float, predicted_ms: float) -> None:
+        ratio = min(20.0, max(0.5, actual_ms / max(predicted_ms, 0.1)))
+        old = self.slowdown.get(worker_id, 1.0)
+        self.slowdown[worker_id] = old + 0.2 * (ratio - old)
 
     async def _to_worker(self, wid: str, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
         inst = next((i for i in self.ready_workers() if i.id == wid), None)
