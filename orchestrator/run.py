@@ -33,6 +33,12 @@ class RunStats:
     errors: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     by_second: dict[int, list[str]] = field(default_factory=dict)  # virtual second -> routes answered
+    in_slo_by_second: dict[int, list[bool]] = field(default_factory=dict)  # sent that second: answered in time?
+
+    def attainment_in(self, seconds: range, inside: bool = True) -> float | None:
+        """SLO attainment of the requests sent during ``seconds`` (or outside them)."""
+        flags = [f for sec, fs in self.in_slo_by_second.items() if (sec in seconds) == inside for f in fs]
+        return sum(flags) / len(flags) if flags else None
 
     def within(self, rt_max_ms: float) -> float | None:
         if not self.sent:
@@ -77,12 +83,11 @@ class RunReport:
             ("Lambda share (whole run)", f"{self.lambda_share():.1%}"),
         ]
         if self.burst:
-            rows.append(
-                (
-                    f"Lambda share (burst {self.burst[0]}-{self.burst[1]} s)",
-                    f"{self.lambda_share(range(*self.burst)):.1%}",
-                )
-            )
+            window = range(*self.burst)
+            rows.append((f"Lambda share (burst {self.burst[0]}-{self.burst[1]} s)", f"{self.lambda_share(window):.1%}"))
+            for label, inside in (("during the burst", True), ("outside the burst", False)):
+                a = s.attainment_in(window, inside)
+                rows.append((f"SLO attainment {label}", "-" if a is None else f"{a:.2%}"))
         rows += [
             ("instances launched", f"{self.instances_launched}"),
             ("cost: instances", f"${c.instance_usd:.6f}  ({c.instance_seconds:.0f} billed instance-seconds)"),
@@ -100,8 +105,9 @@ class RunReport:
 class _Sender:
     """Open-loop client: a pool of keep-alive connections to the front door, one request each at a time."""
 
-    def __init__(self, port: int, model: str, payloads: list[tuple[bytes, dict[str, str]]]) -> None:
+    def __init__(self, port: int, model: str, payloads: list[tuple[bytes, dict[str, str]]], rt_max_ms: float) -> None:
         self.port = port
+        self.rt_max_ms = rt_max_ms
         self.model = model
         self.raw = [build_request("POST", "127.0.0.1", port, f"/v2/models/{model}/infer", b, h) for b, h in payloads]
         self.idle: list[Connection] = []
@@ -118,8 +124,10 @@ class _Sender:
             resp = await conn.send(self.raw[self.rng.randrange(len(self.raw))])
         except HttpConnectionError:
             self.stats.errors[0] = self.stats.errors.get(0, 0) + 1
+            self.stats.in_slo_by_second.setdefault(second, []).append(False)
             return
         ms = (time.perf_counter() - t0) * 1e3
+        self.stats.in_slo_by_second.setdefault(second, []).append(resp.status == 200 and ms <= self.rt_max_ms)
         self.idle.append(conn)
         if resp.status == 200:
             self.stats.ok += 1
@@ -183,7 +191,7 @@ async def run_workload(
         if lambda_prewarm and prewarm is not None:
             await prewarm(lambda_prewarm)  # a static stand-in for the planner's pre-warm decision (issue 4)
         repo = ModelRepository(config.repository)
-        sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]))
+        sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]), config.rt_max_ms)
         t_start = time.monotonic()
         last_progress = [0.0]
 
