@@ -115,3 +115,17 @@ def test_front_door_honours_a_tighter_client_timeout() -> None:
     assert request_budget_ms(body, None, 200.0) == 200.0
     assert request_budget_ms(b'{"parameters": {"timeout": "soon"}}', None, 200.0) == 200.0
     assert request_budget_ms(b"not json", "x", 200.0) == 200.0
+
+
+def test_slo_tracker_counts_errors_as_misses_however_fast() -> None:
+    from orchestrator.frontdoor.slo import SloTracker
+
+    t = SloTracker(rt_max_ms=200.0, windows_s=(10.0,))
+    t.record(100.0, 50.0)
+    t.record(100.5, 250.0)  # late
+    t.record(101.0, 1.0, ok=False)  # a fast 503 is still a miss
+    w = t.window(101.0, 10.0)
+    assert (w.requests, w.within_slo) == (3, 1) and w.attainment == 1 / 3
+    assert t.attainment == 1 / 3
+    t.record(120.0, 10.0)  # the older events leave the window
+    assert t.window(120.0, 10.0).requests == 1

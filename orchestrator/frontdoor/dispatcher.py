@@ -150,6 +150,7 @@ class Dispatcher:
             decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
             if decision.route == Route.REJECT:
                 self.by_route["rejected"] += 1
+                self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
                 return _error(503, f"overloaded: {decision.reason}", decision.retry_after_s)
             if decision.route == Route.LAMBDA:
                 answer = await self._to_lambda(model, body, headers)
@@ -166,10 +167,11 @@ class Dispatcher:
             break
         if answer is None:
             self.by_route["failed"] += 1
+            self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
             return _error(502, "the worker serving this request died and no other worker or Lambda could take it")
         if answer.status < 500 or answer.status == 503:
             self.by_route[answer.route] += 1
-        self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3)
+        self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=answer.status < 500)
         return answer
 
     def _observe(self, worker_id: str, actual_ms: float, predicted_ms: float) -> None:
