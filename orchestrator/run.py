@@ -204,7 +204,7 @@ async def run_workload(
                 launched += 1
             if progress and (time.monotonic() - last_progress[0] >= 0.5 or i == len(rates) - 1):
                 last_progress[0] = time.monotonic()
-                _progress(i, rates, sender.stats, stack, ledger, config, time.monotonic() - t_start)
+                _progress(i, rates, stack, ledger, time.monotonic() - t_start)
 
         await replay(rates, sender.send, time_factor=config.time_factor, on_second=on_second)
         _sync_ledger(ledger, stack, seen)
@@ -224,9 +224,7 @@ async def run_workload(
     return RunReport(sender.stats, snapshot, config.time_factor, config.rt_max_ms, sl_min, burst, launched)
 
 
-def _progress(
-    i: int, rates: list[float], stats: RunStats, stack: LocalStack, ledger: CostLedger, config: StackConfig, wall: float
-) -> None:
+def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger, wall: float) -> None:
     d = stack.dispatcher
     window = d.slo.window(time.monotonic(), 10.0)
     states = [x.state for x in stack.cloud.instances()]

@@ -64,7 +64,7 @@ def profile_line(model: str, threads: int, slots: int = 1) -> tuple[float, float
         last = rows[-1]
         per_row = max(0.0, (last["p50_ms"] - rows[0]["p50_ms"]) / max(1, last["batch_size"] - 1))
         return t1, per_row
-    return 5.0, 1.0  # no profile: a conservative small-model guess, corrected by nothing (documented)
+    return 5.0, 1.0  # no profile: a small-model guess, corrected at run time by the observed slowdown
 
 
 @dataclass
@@ -145,7 +145,8 @@ class Dispatcher:
         excluded: set[str] = set()
         answer = None
         for _attempt in range(2):  # first try, then one retry if the chosen worker died
-            workers = tuple(self._view(i, model) for i in self.ready_workers() if i.id not in excluded)
+            ready = {i.id: i for i in self.ready_workers() if i.id not in excluded}
+            workers = tuple(self._view(i, model) for i in ready.values())
             elapsed = (time.perf_counter() - t0) * 1e3
             decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
             if decision.route == Route.REJECT:
@@ -157,7 +158,7 @@ class Dispatcher:
             else:
                 assert decision.worker_id is not None
                 sent = time.perf_counter()
-                answer = await self._to_worker(decision.worker_id, path, body, headers)
+                answer = await self._to_worker(ready[decision.worker_id], path, body, headers)
                 if answer is not None and decision.predicted_ms:
                     self._observe(decision.worker_id, (time.perf_counter() - sent) * 1e3, decision.predicted_ms)
                 if answer is None:  # the worker died mid-request: retry elsewhere
@@ -179,9 +180,9 @@ class Dispatcher:
         old = self.slowdown.get(worker_id, 1.0)
         self.slowdown[worker_id] = old + 0.2 * (ratio - old)
 
-    async def _to_worker(self, wid: str, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
-        inst = next((i for i in self.ready_workers() if i.id == wid), None)
-        if inst is None or inst.endpoint is None:
+    async def _to_worker(self, inst: Instance, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
+        wid = inst.id
+        if inst.endpoint is None:
             return None
         pool = self._pools.get(inst.endpoint)
         if pool is None:
