@@ -124,18 +124,21 @@ def test_killing_a_worker_under_load_loses_no_request(digits_repo: ModelReposito
         def one(_: int) -> int:
             return httpx.post(url, content=body, headers=headers, timeout=30).status_code
 
-        def kill_with_requests_in_flight() -> None:
-            # Freeze the worker so requests pile up on it, then kill it with them in flight.
-            os.kill(cloud.process_id(victim), signal.SIGSTOP)
+        def kill_once_requests_are_in_flight() -> None:
             deadline = time.monotonic() + 10
             while dispatcher.outstanding.get(victim, 0) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
+                time.sleep(0.005)
             cloud.kill(victim)
 
+        # Freeze the victim before any request is sent (requests pile up on it instead of finishing
+        # before the fault lands on a fast machine), then kill it with them in flight.
+        os.kill(cloud.process_id(victim), signal.SIGSTOP)
+        killer = threading.Thread(target=kill_once_requests_are_in_flight)
+        killer.start()
         with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(one, i) for i in range(200)]
-            threading.Timer(0.2, kill_with_requests_in_flight).start()
-            codes = [f.result() for f in futures]
+            codes = list(pool.map(one, range(200)))
+        killer.join(15)
+        assert not killer.is_alive()
         # Every request got a response: a result, or an explicit error (never a hang or a drop).
         assert len(codes) == 200
         assert all(c in (200, 502, 503) for c in codes), codes
