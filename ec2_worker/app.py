@@ -188,7 +188,7 @@ def load_models(state: WorkerState, loop: asyncio.AbstractEventLoop) -> None:
     def _work() -> None:
         for name, sm in state.models.items():
             try:
-                model = OnnxModel(state.repo.onnx_path(name), intra_op_threads=s.threads)
+                model = OnnxModel(state.repo.onnx_path(name), intra_op_threads=s.threads, spin=s.spin)
                 loop.call_soon_threadsafe(_start, name, model)
             except Exception as e:  # noqa: BLE001 - reported through readiness, not a crash
                 sm.error = f"failed to load: {e}"

@@ -17,6 +17,11 @@ class WorkerSettings(BaseModel):
     admin_host: str = Field(default="127.0.0.1", description="internal endpoint; never the public interface")
     admin_port: int = Field(default=0, ge=0, le=65535, description="0 = pick a free port and report it")
     threads: int = Field(default=2, ge=1, le=256, description="onnxruntime intra-op threads per session")
+    spin: bool = Field(
+        default=True,
+        description="let idle onnxruntime threads spin (lower latency on a dedicated instance; off where "
+        "processes share cores, as in the local cloud)",
+    )
     slots: int = Field(default=1, ge=1, le=64, description="batches executed concurrently (one session each)")
     max_batch_size: int = Field(default=8, ge=1, le=4096)
     batch_timeout_ms: float = Field(default=5.0, ge=0, le=60_000)

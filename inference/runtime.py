@@ -55,12 +55,15 @@ class OnnxModel:
         *,
         intra_op_threads: int = 1,
         providers: Sequence[str] | None = None,
+        spin: bool = True,
     ) -> None:
         if intra_op_threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
+        if not spin:  # idle pool threads otherwise busy-wait, taking cores from co-located processes
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()

@@ -138,7 +138,7 @@ def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-u
     from orchestrator.run import stack_types
     from orchestrator.stack import StackConfig
 
-    spec = catalog.instance(args.type)
+    types = stack_types(catalog, [args.type], args.instance_threads)
     return StackConfig(
         models=(args.model,),
         repository=str(repo.root),
@@ -149,10 +149,10 @@ def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-u
         market=Market(args.market),
         time_factor=args.time_factor,
         rt_max_ms=args.rt_max_ms,
-        threads=max(1, min(spec.vcpu, args.instance_threads)),
+        threads=types[0].threads,
         max_batch=args.max_batch,
         batch_timeout_ms=args.batch_timeout_ms,
-        types=stack_types(catalog, [args.type]),
+        types=types,
     )
 
 
@@ -302,14 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", default=None, help="per-second counts file or per-minute CSV (default: built-in shape)")
     r.add_argument("--scale", type=float, default=1.0, help="multiply the workload's rates")
     r.add_argument(
-        "--shape", default="20,60,150", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
+        "--shape", default="20,60,130", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
     )
     r.add_argument(
         "--instance-threads",
         type=int,
         default=max(1, (os.cpu_count() or 2) // 2),
-        help="onnxruntime threads per local instance (default: half this machine's cores, leaving room "
-        "for the local Lambda environments and the front door)",
+        help="at most this many onnxruntime threads per local instance (a type gets one per physical core, "
+        "vCPU / 2; default cap: half this machine's cores, leaving room for the local Lambda and the front door)",
     )
     r.add_argument("--seconds", type=int, default=600, help="virtual seconds of workload")
     r.add_argument("--time-factor", type=float, default=0.1, help="real seconds per virtual second")
@@ -321,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lambda-concurrency", type=int, default=2)
     r.add_argument("--lambda-memory-mb", type=int, default=2048)
     r.add_argument(
-        "--lambda-prewarm", type=int, default=1, help="Lambda environments warmed before the workload starts"
+        "--lambda-prewarm",
+        type=int,
+        default=2,
+        help="Lambda environments warmed before the workload starts (a static stand-in for the planner's "
+        "pre-warm decision)",
     )
     _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)

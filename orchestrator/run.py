@@ -19,7 +19,7 @@ from inference.codec import encode_request
 from inference.repository import ModelRepository
 from orchestrator.catalog import Catalog
 from orchestrator.cloud.base import InstanceState
-from orchestrator.cloud.local import InstanceTypeSpec
+from orchestrator.cloud.local import InstanceTypeSpec, local_threads
 from orchestrator.cost import CostLedger, CostSnapshot
 from orchestrator.httpclient import Connection, HttpConnectionError, build_request
 from orchestrator.loadgen import burst_window, replay
@@ -55,6 +55,7 @@ class RunReport:
     sl_min: float
     burst: tuple[int, int] | None
     instances_launched: int
+    decisions: dict[str, int] = field(default_factory=dict)  # the dispatcher's, by reason
 
     @property
     def virtual_requests(self) -> float:
@@ -99,7 +100,13 @@ class RunReport:
             ("cost per 1M requests", f"${per_m:.2f}"),
         ]
         width = max(len(k) for k, _ in rows)
-        return "\n".join(["", "run report", "-" * (width + 40)] + [f"{k:<{width}}  {v}" for k, v in rows])
+        lines = ["", "run report", "-" * (width + 40)] + [f"{k:<{width}}  {v}" for k, v in rows]
+        total = sum(self.decisions.values())
+        if total:
+            lines.append("dispatch decisions (why each request went where it went)")
+            for reason, n in sorted(self.decisions.items(), key=lambda kv: -kv[1]):
+                lines.append(f"  {n / total:6.1%}  {n:6d}  {reason}")
+        return "\n".join(lines)
 
 
 class _Sender:
@@ -202,7 +209,9 @@ async def run_workload(
             if burst and i == burst[0]:
                 asyncio.get_running_loop().create_task(stack.cloud.launch(config.instance_type, config.market, 1))
                 launched += 1
-            if progress and (time.monotonic() - last_progress[0] >= 0.5 or i == len(rates) - 1):
+            # A terminal gets a live line twice a second; a log gets one line per virtual minute.
+            due = time.monotonic() - last_progress[0] >= 0.5 if sys.stderr.isatty() else i % 60 == 0
+            if progress and (due or i == len(rates) - 1):
                 last_progress[0] = time.monotonic()
                 _progress(i, rates, stack, ledger, time.monotonic() - t_start)
 
@@ -219,9 +228,18 @@ async def run_workload(
         snapshot = ledger.snapshot(now)
         for c in sender.idle:
             await c.close()
-    if progress:
+    if progress and sys.stderr.isatty():
         print(file=sys.stderr)
-    return RunReport(sender.stats, snapshot, config.time_factor, config.rt_max_ms, sl_min, burst, launched)
+    return RunReport(
+        sender.stats,
+        snapshot,
+        config.time_factor,
+        config.rt_max_ms,
+        sl_min,
+        burst,
+        launched,
+        dict(stack.dispatcher.decisions),
+    )
 
 
 def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger, wall: float) -> None:
@@ -238,8 +256,13 @@ def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger,
         f"instances {states.count(InstanceState.PENDING)} booting / {states.count(InstanceState.RUNNING)} ready  "
         f"Lambda {lam:5.1%}  cost ${cost:.5f}  rejected {d.by_route['rejected']}"
     )
-    print(line, end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(line, end="", file=sys.stderr, flush=True)
+    else:
+        print(line.lstrip("\r"), file=sys.stderr, flush=True)
 
 
-def stack_types(catalog: Catalog, names: list[str]) -> tuple[InstanceTypeSpec, ...]:
-    return tuple(InstanceTypeSpec(n, catalog.instance(n).vcpu, catalog.boot_seconds(n)) for n in names)
+def stack_types(catalog: Catalog, names: list[str], max_threads: int | None = None) -> tuple[InstanceTypeSpec, ...]:
+    return tuple(
+        InstanceTypeSpec(n, local_threads(catalog.instance(n).vcpu, max_threads), catalog.boot_seconds(n)) for n in names
+    )

@@ -73,6 +73,8 @@ lambdas = st.builds(
     st.floats(1, 500),
     st.floats(100, 3000),
     st.just(3e-6),
+    st.integers(0, 4),
+    st.integers(0, 20),
 )
 
 
@@ -86,10 +88,11 @@ def test_invariants(budget: float, fleet: list[WorkerView], lam: LambdaView) -> 
         if meeting:
             assert w.predicted_completion_ms() <= budget
     if d.route == Route.LAMBDA:
-        assert lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0)
+        assert lam.can_take()
+        assert d.predicted_ms is not None and (d.predicted_ms <= budget or "late" in d.reason)
     if d.route == Route.REJECT:
         assert all(v.outstanding >= v.queue_bound for v in fleet)
-        assert not (lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0))
+        assert not lam.can_take()
     assert decide(budget, tuple(fleet), lam) == d  # deterministic
 
 
@@ -100,6 +103,23 @@ def test_late_either_way_goes_to_whichever_answers_first() -> None:
     assert d.route == Route.LAMBDA and d.predicted_ms == 900.0 and "late" in d.reason
     slow_cold = LambdaView(True, 0, 4, 40.0, 5000.0, 3e-6)
     assert decide(200.0, swamped, slow_cold).route == Route.WORKER
+
+
+def test_waits_for_a_busy_lambda_environment_rather_than_a_swamped_worker() -> None:
+    swamped = (worker("swamped", 60, t1_ms=20.0, per_row_ms=20.0),)  # ~1.2 s of queue ahead
+    # Both environments busy at the concurrency limit, 3 requests already waiting: the 4th one
+    # waits ~ 4/2 x 15 ms for an environment, then 15 ms on it.
+    busy = LambdaView(True, 0, 0, 15.0, 900.0, 3e-6, limit=2, waiting=3)
+    d = decide(200.0, swamped, busy)
+    assert d.route == Route.LAMBDA and "frees in time" in d.reason
+    assert d.predicted_ms == 15.0 * 4 / 2 + 15.0
+    # A long line for Lambda and a worker that still meets the deadline: the worker.
+    assert decide(200.0, (worker("ok", 2),), busy).route == Route.WORKER
+    # Past limit x 4 waiting, Lambda is not offered; late on the worker (never a 503 while it has room).
+    crowded = LambdaView(True, 0, 0, 15.0, 900.0, 3e-6, limit=2, waiting=8)
+    assert decide(200.0, swamped, crowded).route == Route.WORKER
+    # Unknown limit (0): no waiting offered.
+    assert not LambdaView(True, 0, 0, 15.0, 900.0, 3e-6).can_take()
 
 
 def test_front_door_honours_a_tighter_client_timeout() -> None:

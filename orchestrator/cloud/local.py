@@ -56,11 +56,19 @@ class VirtualClock:
 
 @dataclass(frozen=True)
 class InstanceTypeSpec:
-    """What the local backend needs of a type: boot time, and its cores (mapped to onnxruntime threads)."""
+    """What the local backend needs of a type: boot time, and the onnxruntime threads its worker gets."""
 
     name: str
-    vcpu: int
+    threads: int
     boot_seconds: float
+
+
+def local_threads(vcpu: int, cap: int | None = None) -> int:
+    """onnxruntime threads for a type emulated here: its physical cores (EC2 vCPUs are hyperthreads,
+    two per core), at most this machine's cores and ``cap``. More threads than physical cores only
+    makes inference threads fight over the same core."""
+    n = max(1, min(vcpu // 2, os.cpu_count() or 1))
+    return max(1, min(n, cap)) if cap else n
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,10 @@ class LocalCloud(Cloud):
                 "repository": self.config.repository,
                 "port": 0,
                 "admin_port": 0,
-                "threads": max(1, min(spec.vcpu, os.cpu_count() or 1)),
+                "threads": spec.threads,
+                # Emulated instances share this machine's cores: a spinning idle thread would steal
+                # them from the other instances and the Lambda environments.
+                "spin": False,
                 "max_batch_size": self.config.max_batch_size,
                 "batch_timeout_ms": self.config.batch_timeout_ms,
                 "rt_max_ms": self.config.rt_max_ms,

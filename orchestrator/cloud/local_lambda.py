@@ -271,6 +271,9 @@ class LocalLambda:
         now = time.monotonic()
         return sum(1 for e in self._envs if not e.busy and now - e.last_used < self.config.idle_ttl_s)
 
+    def concurrency_limit(self) -> int:
+        return self.config.concurrency_limit
+
     def concurrency_left(self) -> int:
         """Environments that may still be started before requests are throttled."""
         return max(0, self.config.concurrency_limit - len(self._envs) - self._starting)

@@ -150,6 +150,9 @@ class FrontDoor:
         )
         for route, n in d.by_route.items():
             requests.inc((("route", route),), n)
+        decisions = Counter("mark_dispatch_decisions", "Dispatch decisions by reason (DESIGN.md §3 rule)")
+        for reason, n in sorted(d.decisions.items()):
+            decisions.inc((("reason", reason),), n)
         retries = Counter("mark_frontdoor_retries", "Requests retried because their worker died mid-flight")
         retries.inc((), d.retries)
         slo = Gauge("mark_slo_attainment", "Share of requests answered within RTmax, over a sliding window")
@@ -163,7 +166,7 @@ class FrontDoor:
         queue = Gauge("mark_worker_outstanding", "Requests sent to a worker and not yet answered")
         for wid, n in d.outstanding.items():
             queue.set((("instance", wid),), n)
-        families = [requests, retries, slo, p99, queue]
+        families = [requests, decisions, retries, slo, p99, queue]
         lambda_stats = getattr(d.function, "stats", None)
         if lambda_stats is not None:
             st = lambda_stats()

@@ -9,6 +9,8 @@ never dropped.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 import time
 from collections.abc import Callable
@@ -33,7 +35,13 @@ class FunctionBackend(Protocol):
 
     def concurrency_left(self) -> int: ...
 
+    def concurrency_limit(self) -> int: ...
+
     def predicted_latency_ms(self, model: str, cold: bool) -> float: ...
+
+
+SLOWDOWN_WINDOW = 128  # recent answers per worker behind its slowdown factor
+SLOWDOWN_QUANTILE = 0.9
 
 
 @dataclass(frozen=True)
@@ -98,12 +106,19 @@ class Dispatcher:
         self.slo = SloTracker(config.rt_max_ms)
         self.by_route: dict[str, int] = {"instance": 0, "lambda": 0, "rejected": 0, "failed": 0}
         self.retries = 0
+        self.decisions: dict[str, int] = {}  # dispatch decisions by reason: why traffic went where it went
         self._profiles: dict[str, tuple[float, float]] = {}
         self.on_lambda: Callable[[Any], None] | None = None  # e.g. the cost ledger, per invocation
-        # Observed / predicted latency per worker (EWMA): profiles are measured on an idle machine,
-        # and a worker sharing its cores (or a noisy neighbour) is slower; this keeps the
-        # predictions, and so the Lambda hand-off, honest.
+        # Observed / predicted latency per worker: profiles are measured on an idle machine, and a
+        # worker sharing its cores (or a noisy neighbour) is slower and jittery. Predictions are
+        # scaled by a high quantile of the recent ratios, not their mean: the SLO is a quantile, and
+        # a prediction right on average sends half the borderline requests past their deadline.
         self.slowdown: dict[str, float] = {}
+        self._ratios: dict[str, collections.deque[float]] = {}
+        # Requests waiting here for a Lambda environment (all busy at the concurrency limit): at most
+        # `limit` are in Lambda at once, so Lambda never throttles what we chose to send it.
+        self.lambda_waiting = 0
+        self._lambda_gate = asyncio.Semaphore(function.concurrency_limit()) if function is not None else None
 
     def ready_workers(self) -> list[Instance]:
         return [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING and i.endpoint]
@@ -138,6 +153,8 @@ class Dispatcher:
             f.predicted_latency_ms(model, cold=False),
             f.predicted_latency_ms(model, cold=True),
             self.config.lambda_usd_per_request,
+            limit=f.concurrency_limit(),
+            waiting=self.lambda_waiting,
         )
 
     async def handle(self, model: str, path: str, body: bytes, headers: dict[str, str], budget_ms: float) -> Answer:
@@ -149,6 +166,7 @@ class Dispatcher:
             workers = tuple(self._view(i, model) for i in ready.values())
             elapsed = (time.perf_counter() - t0) * 1e3
             decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
+            self.decisions[decision.reason] = self.decisions.get(decision.reason, 0) + 1
             if decision.route == Route.REJECT:
                 self.by_route["rejected"] += 1
                 self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
@@ -176,9 +194,13 @@ class Dispatcher:
         return answer
 
     def _observe(self, worker_id: str, actual_ms: float, predicted_ms: float) -> None:
-        ratio = min(20.0, max(0.5, actual_ms / max(predicted_ms, 0.1)))
-        old = self.slowdown.get(worker_id, 1.0)
-        self.slowdown[worker_id] = old + 0.2 * (ratio - old)
+        k = self.slowdown.get(worker_id, 1.0)
+        ratio = min(20.0, max(0.5, k * actual_ms / max(predicted_ms, 0.1)))  # vs the unscaled profile
+        window = self._ratios.setdefault(worker_id, collections.deque(maxlen=SLOWDOWN_WINDOW))
+        window.append(ratio)
+        if len(window) % 8 == 0 or len(window) < 8:
+            ordered = sorted(window)
+            self.slowdown[worker_id] = ordered[min(len(ordered) - 1, int(SLOWDOWN_QUANTILE * len(ordered)))]
 
     async def _to_worker(self, inst: Instance, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
         wid = inst.id
@@ -202,12 +224,19 @@ class Dispatcher:
         return Answer(resp.status, resp.body, out_headers, "instance")
 
     async def _to_lambda(self, model: str, body: bytes, headers: dict[str, str]) -> Answer | None:
-        assert self.function is not None
+        assert self.function is not None and self._lambda_gate is not None
+        self.lambda_waiting += 1
+        try:
+            await self._lambda_gate.acquire()
+        finally:
+            self.lambda_waiting -= 1
         try:
             res = await self.function.invoke(model, body, headers)
         except Exception as e:  # noqa: BLE001 - throttled or environment died: answer explicitly
             status = 429 if type(e).__name__ == "LambdaThrottled" else 502
             return replace(_error(status, f"Lambda could not serve the request: {e}", 1), route="lambda")
+        finally:
+            self._lambda_gate.release()
         if self.on_lambda is not None:
             self.on_lambda(res)
         out_headers = [(k.lower().encode(), v.encode()) for k, v in res.headers.items() if k.lower() in _PASS_HEADERS]

@@ -7,7 +7,10 @@ worker's latency profile, Lambda's warm pool) and applies the decision. The rule
 2. among workers that meet the deadline, take the lowest marginal cost (price of the extra busy
    time), breaking ties by earliest completion;
 3. else Lambda, if a warm environment is idle and its warm latency fits, or a cold start fits and
-   concurrency is left;
+   concurrency is left, or (every environment busy, at the concurrency limit) waiting at the front
+   door for one to free up plus its warm latency fits: a Lambda environment frees every warm_ms /
+   limit on average, which beats piling late work onto a worker whose queue is already past the
+   deadline (and then making every later request on it late too);
 4. else whichever answers earliest, late (a late answer beats no answer): the worker with the
    earliest completion or Lambda (warm, or a cold start, which also warms it for the requests
    that follow); workers whose queue is at its bound are out; with nothing left, 503 with
@@ -58,6 +61,22 @@ class LambdaView:
     warm_ms: float  # predicted latency on a warm environment
     cold_ms: float  # predicted latency including a cold start
     usd_per_request: float
+    limit: int = 0  # concurrency limit (0: unknown, so no waiting for a busy environment)
+    waiting: int = 0  # requests already waiting at the front door for a free environment
+    max_waiting_per_env: int = 4  # past limit x this, waiting is not offered
+
+    def can_take(self) -> bool:
+        return self.enabled and (
+            self.warm_idle > 0 or self.concurrency_left > 0 or self.waiting < self.limit * self.max_waiting_per_env
+        )
+
+    def predicted_ms(self) -> float:
+        """Completion for a request routed to Lambda now: warm, cold start, or wait for a busy one."""
+        if self.warm_idle > 0:
+            return self.warm_ms
+        if self.concurrency_left > 0:
+            return self.cold_ms
+        return self.warm_ms * (self.waiting + 1) / max(1, self.limit) + self.warm_ms
 
 
 class Route(enum.StrEnum):
@@ -90,9 +109,13 @@ def decide(budget_ms: float, workers: tuple[WorkerView, ...], lam: LambdaView) -
             return Decision(
                 Route.LAMBDA, "no worker meets the deadline; a Lambda cold start does", predicted_ms=lam.cold_ms
             )
-    lam_ms = None
-    if lam.enabled and (lam.warm_idle > 0 or lam.concurrency_left > 0):
-        lam_ms = lam.warm_ms if lam.warm_idle > 0 else lam.cold_ms
+        if lam.warm_idle == 0 and lam.concurrency_left == 0 and lam.can_take() and lam.predicted_ms() <= budget_ms:
+            return Decision(
+                Route.LAMBDA,
+                "no worker meets the deadline; a busy Lambda environment frees in time",
+                predicted_ms=lam.predicted_ms(),
+            )
+    lam_ms = lam.predicted_ms() if lam.can_take() else None
     if timed:
         t, w = min(timed, key=lambda tw: (tw[0], tw[1].worker_id))
         if lam_ms is None or t <= lam_ms:

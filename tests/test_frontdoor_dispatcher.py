@@ -1,0 +1,18 @@
+"""The dispatcher's own bookkeeping (no processes): how it corrects profile predictions."""
+
+from __future__ import annotations
+
+from orchestrator.frontdoor.dispatcher import SLOWDOWN_QUANTILE, Dispatcher, FrontDoorConfig
+
+
+def test_slowdown_follows_a_high_quantile_of_observed_over_predicted() -> None:
+    d = Dispatcher(None, FrontDoorConfig(), None)  # type: ignore[arg-type]
+    # 4 in 5 answers at the profile's speed, 1 in 5 at 3x: the mean ratio is 1.4, the 90th percentile 3.
+    for i in range(100):
+        d._observe("w", actual_ms=30.0 if i % 5 == 4 else 10.0, predicted_ms=10.0 * d.slowdown.get("w", 1.0))
+    assert SLOWDOWN_QUANTILE == 0.9
+    assert 2.9 <= d.slowdown["w"] <= 3.1
+    # The worker recovers: once the window (128 answers) holds only fast answers, so does the factor.
+    for _ in range(200):
+        d._observe("w", actual_ms=10.0, predicted_ms=10.0 * d.slowdown["w"])
+    assert 0.95 <= d.slowdown["w"] <= 1.05
