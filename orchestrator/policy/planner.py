@@ -1,0 +1,540 @@
+"""Provisioning planner (DESIGN.md §3): how many instances of which (type, market) over the next H steps.
+
+Pure: frozen dataclasses in, a ``Plan`` out; no I/O, no clock. One signature, three implementations:
+
+- ``mark_greedy``: MArk's heuristic (Zhang et al., USENIX ATC'19) as its published code does it
+  (``modules/proactive_controller.py`` in marcoszh/MArk-Project): walk the forecast; over each
+  under-provisioned span add one instance of the type with the lowest cost per request over that
+  span (price × span + launch overhead, launch overhead = boot seconds × price, divided by the
+  requests it would actually serve there), repeat until covered; over an over-provisioned span
+  remove the instance with the highest cost per request; running instances are already in the plan
+  (zero overhead). Scale-in happens only for instances that none of the last k plans needed. MArk
+  plans on-demand instances only and leaves Lambda to absorb what instances miss.
+- ``milp`` (ours): an exact mixed-integer program (scipy's HiGHS) over the horizon. See ``milp``.
+- ``oracle``: ``milp`` fed with the true future and zero boot lag: the lower bound for the simulator.
+
+Every plan is priced by the same function (``evaluate``), so plans from different planners compare
+on one cost model: instance-steps × price (instances bill from launch, including boot), Lambda
+requests × its per-request price for demand that serving instances leave uncovered (up to Lambda's
+concurrency), and a penalty per request nobody can serve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint
+from scipy.optimize import milp as scipy_milp
+from scipy.sparse import coo_matrix
+
+ON_DEMAND = "on-demand"
+SPOT = "spot"
+UNSERVED_USD_PER_REQUEST = 1e-3  # a request nobody serves costs more than any way of serving it
+
+
+@dataclass(frozen=True)
+class PoolOption:
+    """A (type, market) pool the planner may use, with the model's capacity at SLO on that type."""
+
+    instance_type: str
+    market: str  # "on-demand" | "spot"
+    usd_per_hour: float
+    boot_seconds: float
+    capacity_rps: float
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.instance_type, self.market)
+
+
+@dataclass(frozen=True)
+class FleetInstance:
+    """An instance that exists now. ``ready_in_s`` is 0 when it serves already (else still booting)."""
+
+    instance_id: str
+    instance_type: str
+    market: str
+    ready_in_s: float = 0.0
+    launched_at_s: float = 0.0
+    interrupted: bool = False  # a spot notice arrived: terminate it first, never count on it
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.instance_type, self.market)
+
+
+@dataclass(frozen=True)
+class LambdaOption:
+    usd_per_request: float  # request price + GB-seconds of one invocation
+    concurrency_limit: int
+    latency_ms: float  # warm latency: concurrency needed = rate × latency (Little's law)
+
+    @property
+    def max_rps(self) -> float:
+        return self.concurrency_limit * 1000.0 / max(self.latency_ms, 1e-9)
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    demand_rps: tuple[float, ...]  # per step: the forecast quantile of the peak rate the plan must cover
+    step_seconds: float
+    pools: tuple[PoolOption, ...]
+    fleet: tuple[FleetInstance, ...]
+    lambda_fn: LambdaOption
+    min_billed_seconds: float = 60.0  # EC2 bills at least this much per launch
+    # After losing the largest spot pool, instances left + Lambda's concurrency must still cover this
+    # share of demand (0 disables the risk budget).
+    spot_cover: float = 0.98
+    recent_needs: tuple[tuple[tuple[str, str, int], ...], ...] = ()  # mark_greedy: last k plans' step-0 fleet
+    prewarm_steps: int = 2  # Lambda pre-warm looks this many steps ahead
+    max_spot_pools: int = 4  # milp: spot pools it may launch into when the risk budget binds
+
+    def __post_init__(self) -> None:
+        if not self.demand_rps:
+            raise ValueError("demand_rps must have at least one step")
+        if any(d < 0 or not math.isfinite(d) for d in self.demand_rps):
+            raise ValueError("demand_rps must be finite and >= 0")
+        if self.step_seconds <= 0:
+            raise ValueError(f"step_seconds must be > 0, got {self.step_seconds}")
+        keys = [p.key for p in self.pools]
+        if len(set(keys)) != len(keys):
+            raise ValueError("pools must be unique per (instance_type, market)")
+        for p in self.pools:
+            if p.market not in (ON_DEMAND, SPOT):
+                raise ValueError(f"pool {p.key}: market must be {ON_DEMAND!r} or {SPOT!r}")
+            if p.capacity_rps <= 0 or p.usd_per_hour <= 0 or p.boot_seconds < 0:
+                raise ValueError(f"pool {p.key}: capacity and price must be > 0, boot >= 0")
+        known = set(keys)
+        for f in self.fleet:
+            if f.key not in known:
+                raise ValueError(f"fleet instance {f.instance_id} is of pool {f.key}, which is not in pools")
+        if not 0 <= self.spot_cover <= 1:
+            raise ValueError(f"spot_cover must be in [0, 1], got {self.spot_cover}")
+
+    @property
+    def horizon(self) -> int:
+        return len(self.demand_rps)
+
+    def lag_steps(self, pool: PoolOption) -> int:
+        """Steps from a launch until it serves: a launch at step s serves from step s + lag."""
+        return math.ceil(pool.boot_seconds / self.step_seconds - 1e-9)
+
+    def hold_steps(self, pool: PoolOption) -> int:
+        """Steps a launch stays alive at least: its boot, and EC2's minimum billing."""
+        return max(self.lag_steps(pool), math.ceil(self.min_billed_seconds / self.step_seconds - 1e-9), 1)
+
+    def existing_running(self, pool: PoolOption) -> list[FleetInstance]:
+        return [f for f in self.fleet if f.key == pool.key and f.ready_in_s <= 0 and not f.interrupted]
+
+    def existing_booting_ready(self, pool: PoolOption, t: int) -> int:
+        """Instances of ``pool`` launched before now, still booting, that serve by step ``t``."""
+        return sum(
+            1
+            for f in self.fleet
+            if f.key == pool.key and f.ready_in_s > 0 and not f.interrupted and f.ready_in_s <= t * self.step_seconds
+        )
+
+    def existing_booting(self, pool: PoolOption) -> int:
+        return sum(1 for f in self.fleet if f.key == pool.key and f.ready_in_s > 0 and not f.interrupted)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per pool (in ``PlanInput.pools`` order) and step: existing running instances kept, launches, and
+    instances from launches within the horizon still alive. Existing booting ones are always kept."""
+
+    keep: tuple[tuple[int, ...], ...]
+    launches: tuple[tuple[int, ...], ...]
+    alive_new: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class CostSplit:
+    instances_usd: float
+    lambda_usd: float
+    unserved_penalty_usd: float
+
+    @property
+    def total_usd(self) -> float:
+        return self.instances_usd + self.lambda_usd + self.unserved_penalty_usd
+
+
+@dataclass(frozen=True)
+class Plan:
+    planner: str
+    launches: tuple[tuple[str, str, int], ...]  # now: (type, market, count)
+    terminations: tuple[str, ...]  # now: instance ids
+    serving_per_step: tuple[tuple[tuple[str, str, int], ...], ...]  # planned serving fleet per step
+    lambda_rps: tuple[float, ...]  # demand the plan leaves to Lambda, per step
+    unserved_rps: tuple[float, ...]  # demand nobody can serve (0 unless the input is infeasible)
+    cost: CostSplit
+    lambda_prewarm: int  # warm Lambda environments to hold for the next steps
+    spot_risk_ok: tuple[bool, ...]  # per step: losing the largest spot pool still leaves spot_cover
+    schedule: Schedule = field(repr=False)
+
+
+# ---- one cost model for every planner ------------------------------------------------------------
+
+
+def _serving(inp: PlanInput, s: Schedule, i: int, t: int) -> int:
+    pool = inp.pools[i]
+    lag = inp.lag_steps(pool)
+    booting_new = sum(s.launches[i][max(0, t - lag + 1) : t + 1]) if lag > 0 else 0
+    return s.keep[i][t] + inp.existing_booting_ready(pool, t) + s.alive_new[i][t] - booting_new
+
+
+def evaluate(inp: PlanInput, s: Schedule, planner: str) -> Plan:
+    """Price a schedule and derive the decisions for now. The MILP minimises exactly this cost."""
+    H, dt = inp.horizon, inp.step_seconds
+    lam_max = inp.lambda_fn.max_rps
+    inst_usd = lam_usd = pen_usd = 0.0
+    lam_rps, unserved, serving_steps = [], [], []
+    risk_ok = []
+    for t in range(H):
+        serving = [_serving(inp, s, i, t) for i in range(len(inp.pools))]
+        cap = sum(n * p.capacity_rps for n, p in zip(serving, inp.pools, strict=True))
+        gap = max(0.0, inp.demand_rps[t] - cap)
+        lam = min(gap, lam_max)
+        lam_rps.append(lam)
+        unserved.append(gap - lam)
+        alive = [s.keep[i][t] + inp.existing_booting(p) + s.alive_new[i][t] for i, p in enumerate(inp.pools)]
+        inst_usd += sum(n * p.usd_per_hour for n, p in zip(alive, inp.pools, strict=True)) * dt / 3600.0
+        lam_usd += lam * dt * inp.lambda_fn.usd_per_request
+        pen_usd += (gap - lam) * dt * UNSERVED_USD_PER_REQUEST
+        serving_steps.append(
+            tuple((p.instance_type, p.market, n) for p, n in zip(inp.pools, serving, strict=True) if n)
+        )
+        risk_ok.append(_spot_risk_ok(inp, serving, t))
+    launches = tuple(
+        (p.instance_type, p.market, s.launches[i][0]) for i, p in enumerate(inp.pools) if s.launches[i][0] > 0
+    )
+    terminations = _terminations_now(inp, s)
+    horizon_steps = range(min(H, max(1, inp.prewarm_steps)))
+    prewarm = max((math.ceil(lam_rps[t] * inp.lambda_fn.latency_ms / 1000.0 - 1e-9) for t in horizon_steps), default=0)
+    return Plan(
+        planner,
+        launches,
+        terminations,
+        tuple(serving_steps),
+        tuple(lam_rps),
+        tuple(unserved),
+        CostSplit(inst_usd, lam_usd, pen_usd),
+        min(prewarm, inp.lambda_fn.concurrency_limit),
+        tuple(risk_ok),
+        s,
+    )
+
+
+def _spot_risk_ok(inp: PlanInput, serving: Sequence[int], t: int) -> bool:
+    if inp.spot_cover <= 0:
+        return True
+    caps = [n * p.capacity_rps for n, p in zip(serving, inp.pools, strict=True)]
+    total = sum(caps)
+    worst = max((c for c, p in zip(caps, inp.pools, strict=True) if p.market == SPOT), default=0.0)
+    return total - worst + inp.lambda_fn.max_rps >= inp.spot_cover * inp.demand_rps[t] - 1e-6
+
+
+def _terminations_now(inp: PlanInput, s: Schedule) -> tuple[str, ...]:
+    """Instances to terminate now: every interrupted one, and running ones the plan does not keep
+    (oldest first: they are past EC2's minimum billing)."""
+    out = [f.instance_id for f in inp.fleet if f.interrupted]
+    for i, pool in enumerate(inp.pools):
+        running = sorted(inp.existing_running(pool), key=lambda f: (f.launched_at_s, f.instance_id))
+        out += [f.instance_id for f in running[: max(0, len(running) - s.keep[i][0])]]
+    return tuple(out)
+
+
+# ---- MILP ----------------------------------------------------------------------------------------
+
+
+def milp(inp: PlanInput, time_limit_s: float = 5.0) -> Plan:
+    """The exact plan for the cost model of ``evaluate`` (ours).
+
+    Integer variables per pool and step: launches l, alive instances from launches a, kept existing
+    running instances k; continuous per step: Lambda rate λ and unserved rate u. Constraints:
+    a[t] ≤ a[t-1] + l[t] (terminate any time), a[t] ≥ launches of the last max(boot, 60 s) steps
+    (a launch is billed from launch and held through its boot and EC2's minimum), k non-increasing
+    from the running count, serving = k + booted existing + a − still-booting launches;
+    Σ capacity × serving + λ + u ≥ demand; λ ≤ Lambda's concurrency / latency; for every spot pool,
+    serving capacity without it + Lambda's ceiling ≥ spot_cover × demand. Objective: instance-steps ×
+    price + λ × step × Lambda's price + u × penalty — so a short spike goes to Lambda when a launch
+    (billed through its boot and the minimum) costs more, and the optimiser decides, not a threshold.
+    """
+    dominated = dominated_pools(inp)
+    used = [i for i, p in enumerate(inp.pools) if i not in dominated or any(f.key == p.key for f in inp.fleet)]
+    if len(used) < len(inp.pools):  # solve over the pools that matter, then map back
+        sub = _solve(
+            replace(inp, pools=tuple(inp.pools[i] for i in used)),
+            {j for j, i in enumerate(used) if i in dominated},
+            time_limit_s,
+        )
+        zero = (0,) * inp.horizon
+        rows = {i: j for j, i in enumerate(used)}
+
+        def expand(part: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+            return tuple(part[rows[i]] if i in rows else zero for i in range(len(inp.pools)))
+
+        return evaluate(inp, Schedule(expand(sub.keep), expand(sub.launches), expand(sub.alive_new)), "milp")
+    return evaluate(inp, _solve(inp, dominated, time_limit_s), "milp")
+
+
+def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float) -> Schedule:
+    H, P, dt = inp.horizon, len(inp.pools), inp.step_seconds
+    n_pool_vars = 3 * H  # l, a, k per step
+    n = P * n_pool_vars + 4 * H  # + λ, u, the largest spot pool's capacity S and a risk shortfall r per step
+
+    def l_(i: int, t: int) -> int:
+        return i * n_pool_vars + t
+
+    def a_(i: int, t: int) -> int:
+        return i * n_pool_vars + H + t
+
+    def k_(i: int, t: int) -> int:
+        return i * n_pool_vars + 2 * H + t
+
+    def lam_(t: int) -> int:
+        return P * n_pool_vars + t
+
+    def u_(t: int) -> int:
+        return P * n_pool_vars + H + t
+
+    def s_(t: int) -> int:
+        return P * n_pool_vars + 2 * H + t
+
+    def r_(t: int) -> int:
+        return P * n_pool_vars + 3 * H + t
+
+    c = np.zeros(n)
+    lb = np.zeros(n)
+    ub = np.full(n, np.inf)
+    integrality = np.zeros(n)
+    integrality[: P * n_pool_vars] = 1
+    max_need = max(inp.demand_rps)
+    for i, p in enumerate(inp.pools):
+        running = len(inp.existing_running(p))
+        cap_bound = math.ceil(max_need / p.capacity_rps) + 1 + inp.existing_booting(p)
+        for t in range(H):
+            c[a_(i, t)] = c[k_(i, t)] = p.usd_per_hour * dt / 3600.0
+            ub[k_(i, t)] = running
+            ub[l_(i, t)] = ub[a_(i, t)] = 0 if i in no_launch else cap_bound + running
+    for t in range(H):
+        c[lam_(t)] = dt * inp.lambda_fn.usd_per_request
+        c[u_(t)] = dt * UNSERVED_USD_PER_REQUEST
+        # Falling short of the risk budget is allowed only where nothing can prevent it (e.g. before
+        # any launch can boot), at a price above any way of meeting it.
+        c[r_(t)] = dt * UNSERVED_USD_PER_REQUEST
+        ub[lam_(t)] = inp.lambda_fn.max_rps
+
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    lo: list[float] = []
+    hi: list[float] = []
+
+    def add(terms: dict[int, float], low: float, high: float) -> None:
+        r = len(lo)
+        for col, v in terms.items():
+            rows.append(r)
+            cols.append(col)
+            vals.append(v)
+        lo.append(low)
+        hi.append(high)
+
+    def serving_terms(i: int, t: int, scale: float, into: dict[int, float]) -> float:
+        """Add scale × serving(i, t) to ``into``; returns the constant part (booted existing)."""
+        p = inp.pools[i]
+        lag = inp.lag_steps(p)
+        into[k_(i, t)] = into.get(k_(i, t), 0.0) + scale
+        into[a_(i, t)] = into.get(a_(i, t), 0.0) + scale
+        for s in range(max(0, t - lag + 1), t + 1) if lag > 0 else ():
+            into[l_(i, s)] = into.get(l_(i, s), 0.0) - scale
+        return scale * inp.existing_booting_ready(p, t)
+
+    for i, p in enumerate(inp.pools):
+        hold = inp.hold_steps(p)
+        for t in range(H):
+            terms = {a_(i, t): 1.0, l_(i, t): -1.0}
+            if t > 0:
+                terms[a_(i, t - 1)] = -1.0
+            add(terms, -np.inf, 0.0)
+            terms = {a_(i, t): 1.0}
+            for s in range(max(0, t - hold + 1), t + 1):
+                terms[l_(i, s)] = terms.get(l_(i, s), 0.0) - 1.0
+            add(terms, 0.0, np.inf)
+            if t > 0:
+                add({k_(i, t): 1.0, k_(i, t - 1): -1.0}, -np.inf, 0.0)
+    spot_pools = [j for j, p in enumerate(inp.pools) if p.market == SPOT]
+    for t in range(H):
+        terms: dict[int, float] = {lam_(t): 1.0, u_(t): 1.0}
+        const = sum(serving_terms(i, t, p.capacity_rps, terms) for i, p in enumerate(inp.pools))
+        add(terms, inp.demand_rps[t] - const, np.inf)
+        need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
+        if need > 0 and spot_pools:
+            # With S_t >= every spot pool's serving capacity: total capacity - S_t >= need. Same
+            # feasible set as one "total minus pool j" row per pool, with far fewer nonzeros.
+            for j in spot_pools:
+                terms = {s_(t): 1.0}
+                const = serving_terms(j, t, -inp.pools[j].capacity_rps, terms)
+                add(terms, -const, np.inf)
+            terms = {s_(t): -1.0, r_(t): 1.0}
+            const = sum(serving_terms(i, t, p.capacity_rps, terms) for i, p in enumerate(inp.pools))
+            add(terms, need - const, np.inf)
+
+    A = coo_matrix((vals, (rows, cols)), shape=(len(lo), n)).tocsr()
+    res = scipy_milp(
+        c,
+        constraints=LinearConstraint(A, np.array(lo), np.array(hi)),
+        integrality=integrality,
+        bounds=Bounds(lb, ub),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-7},
+    )
+    if res.x is None:
+        raise RuntimeError(f"the MILP planner found no plan: {res.message}")
+    x = np.rint(res.x[: P * n_pool_vars]).astype(int)
+    return Schedule(
+        keep=tuple(tuple(int(x[k_(i, t)]) for t in range(H)) for i in range(P)),
+        launches=tuple(tuple(int(x[l_(i, t)]) for t in range(H)) for i in range(P)),
+        alive_new=tuple(tuple(int(x[a_(i, t)]) for t in range(H)) for i in range(P)),
+    )
+
+
+def dominated_pools(inp: PlanInput) -> set[int]:
+    """Pools no optimal plan needs to launch into: another pool of the same market boots no later and
+    covers the same capacity for no more money with copies of itself (ceil(cap_q / cap_p) × price_p ≤
+    price_q). Same-size types at the same price per capacity (c5.large, c5.xlarge, ... under a
+    per-core profile) collapse to one, which removes the symmetric choices that make the MILP slow.
+    Spot pools are pruned only while the risk budget cannot bind (moving capacity between spot pools
+    changes which pool is the largest)."""
+    need = max(inp.spot_cover * d - inp.lambda_fn.max_rps for d in inp.demand_rps) if inp.spot_cover else -1.0
+    out: set[int] = set()
+    if need > 0:
+        # The risk budget binds: keep the max_spot_pools cheapest spot pools per capacity (ties: faster
+        # boot, then name). Many near-identical spot pools make the branch and bound explode (seconds
+        # instead of milliseconds) for a saving that the benchmark measures as small; see README.
+        spot = sorted(
+            (i for i, p in enumerate(inp.pools) if p.market == SPOT),
+            key=lambda i: (inp.pools[i].usd_per_hour / inp.pools[i].capacity_rps, inp.pools[i].boot_seconds, i),
+        )
+        out.update(spot[inp.max_spot_pools :])
+    for q, pq in enumerate(inp.pools):
+        if pq.market == SPOT and need > 0:
+            continue
+        for p, pp in enumerate(inp.pools):
+            if p == q or p in out or pp.market != pq.market or pp.boot_seconds > pq.boot_seconds:
+                continue
+            copies = math.ceil(pq.capacity_rps / pp.capacity_rps - 1e-9)
+            cost_p, cost_q = copies * pp.usd_per_hour, pq.usd_per_hour
+            if cost_p < cost_q - 1e-12 or (
+                abs(cost_p - cost_q) <= 1e-12 and (pp.boot_seconds, p) < (pq.boot_seconds, q)
+            ):
+                out.add(q)
+                break
+    return out
+
+
+def oracle(inp: PlanInput, true_demand_rps: Sequence[float]) -> Plan:
+    """``milp`` with the true future and zero boot lag: a lower bound on any real planner's cost."""
+    instant = tuple(replace(p, boot_seconds=0.0) for p in inp.pools)
+    fleet = tuple(replace(f, ready_in_s=0.0) for f in inp.fleet)
+    plan = milp(replace(inp, demand_rps=tuple(true_demand_rps), pools=instant, fleet=fleet))
+    return replace(plan, planner="oracle")
+
+
+# ---- MArk's greedy -------------------------------------------------------------------------------
+
+
+def mark_greedy(inp: PlanInput) -> Plan:
+    """MArk's proactive heuristic (see the module docstring). On-demand pools only, as MArk."""
+    H, dt = inp.horizon, inp.step_seconds
+    P = len(inp.pools)
+    candidates = [i for i, p in enumerate(inp.pools) if p.market == ON_DEMAND]
+    if not candidates:
+        raise ValueError("mark_greedy needs at least one on-demand pool")
+    # The plan: instances per pool per step, starting from what exists (running and booting).
+    start = [len(inp.existing_running(p)) + inp.existing_booting(p) for p in inp.pools]
+    plan = [list(start) for _ in range(H)]
+
+    def residual() -> list[float]:
+        return [inp.demand_rps[t] - sum(plan[t][i] * inp.pools[i].capacity_rps for i in range(P)) for t in range(H)]
+
+    def cost_per_request(i: int, t0: int, t1: int, res: list[float], launch: bool) -> float:
+        p = inp.pools[i]
+        span_s = max((t1 - t0) * dt, inp.min_billed_seconds)
+        total = p.usd_per_hour / 3600.0 * (span_s + (p.boot_seconds if launch else 0.0))
+        served = sum(min(max(r, 0.0), p.capacity_rps) for r in res[t0:t1]) * dt
+        return total / served if served > 0 else math.inf
+
+    t = 0
+    while t < H:
+        res = residual()
+        if res[t] > 0:  # under-provisioned from t: fill the span
+            t1 = t
+            while t1 < H and res[t1] > 0:
+                t1 += 1
+            while True:
+                res = residual()
+                span = [s for s in range(t, t1) if res[s] > 0]
+                if not span:
+                    break
+                s0, s1 = span[0], span[-1] + 1
+                best = min(candidates, key=lambda i: (cost_per_request(i, s0, s1, res, True), i))
+                for s in range(s0, s1):
+                    plan[s][best] += 1
+            t = t1
+        else:  # over-provisioned from t: remove the dearest instance whose capacity the surplus covers
+            t1 = t
+            while t1 < H and res[t1] <= 0:
+                t1 += 1
+            while True:
+                res = residual()
+                surplus = min(-r for r in res[t:t1])
+                removable = [i for i in range(P) if plan[t][i] > 0 and inp.pools[i].capacity_rps <= surplus + 1e-9]
+                if not removable:
+                    break
+                worst = max(removable, key=lambda i: (inp.pools[i].usd_per_hour / inp.pools[i].capacity_rps, -i))
+                for s in range(t, t1):
+                    plan[s][worst] -= 1
+            t = t1
+    return evaluate(inp, _greedy_schedule(inp, plan), "mark_greedy")
+
+
+def _greedy_schedule(inp: PlanInput, plan: list[list[int]]) -> Schedule:
+    """Turn MArk's per-step counts into launches and terminations on the shared cost model.
+
+    Existing running instances are kept while the plan needs them at this or any later step (no
+    terminate-then-relaunch), and now at least as many as any of the last k plans needed (MArk's
+    scale-in hysteresis). An instance the plan needs from step t is launched at max(0, t − boot lag)
+    (MArk launches ahead by the launch overhead); new instances stay alive through their boot and
+    EC2's minimum billing, and are kept rather than relaunched when the plan dips and rises again.
+    """
+    H = inp.horizon
+    keep, launches, alive_new = [], [], []
+    for i, p in enumerate(inp.pools):
+        running = len(inp.existing_running(p))
+        booting = inp.existing_booting(p)
+        recent = [n - booting for need in inp.recent_needs for (ty, mk, n) in need if (ty, mk) == p.key]
+        suffix_need = [max(plan[s][i] for s in range(t, H)) - booting for t in range(H)]
+        k_row = [min(running, max(0, suffix_need[t])) for t in range(H)]
+        k_row[0] = min(running, max([k_row[0], *recent]))
+        lag, hold = inp.lag_steps(p), inp.hold_steps(p)
+        need_new = [max(0, plan[t][i] - booting - k_row[t]) for t in range(H)]
+        l_row = [0] * H
+        for t in range(H):
+            launch_at = max(0, t - lag)
+            have = sum(l_row[: launch_at + 1])
+            if need_new[t] > have:
+                l_row[launch_at] += need_new[t] - have
+        a_row = []
+        for t in range(H):
+            booting_new = sum(l_row[max(0, t - lag + 1) : t + 1]) if lag > 0 else 0
+            held = sum(l_row[max(0, t - hold + 1) : t + 1])
+            a_row.append(min(sum(l_row[: t + 1]), max(need_new[t] + booting_new, held)))
+        for t in range(H - 1, 0, -1):  # alive can only grow by launches: keep instead of relaunching
+            a_row[t - 1] = max(a_row[t - 1], a_row[t] - l_row[t])
+        keep.append(tuple(k_row))
+        launches.append(tuple(l_row))
+        alive_new.append(tuple(a_row))
+    return Schedule(tuple(keep), tuple(launches), tuple(alive_new))
