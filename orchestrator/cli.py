@@ -1,8 +1,9 @@
-"""``mark``: the command line. Subcommands: zoo, profile, worker, run."""
+"""``mark``: the command line. Subcommands: zoo, profile, worker, run, plan."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -258,6 +259,103 @@ def _serve(config, function, args: argparse.Namespace) -> int:  # type: ignore[n
     return 0
 
 
+def _positive_ms(text: str) -> float:
+    """argparse type: a positive, finite number of milliseconds (argparse names the flag on error)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds > 0, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds > 0, got {text!r}")
+    return v
+
+
+def _non_negative_ms(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds >= 0, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds >= 0, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1 (e.g. 0.98), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1 (e.g. 0.98), got {text!r}")
+    return v
+
+
+def cmd_plan_capacity(args: argparse.Namespace) -> int:
+    """Capacity at SLO and $ per 1M requests of each model on each type and market, cheapest first."""
+    from orchestrator.capacity import capacity_report
+    from orchestrator.catalog import load_catalog
+    from orchestrator.model_profiles import known_models, model_family
+
+    catalog = load_catalog()
+    known = known_models()
+    models = list(dict.fromkeys(args.model or []))
+    if args.family:
+        members = [m for m in known if model_family(m) == args.family]
+        if not members:
+            families = sorted({f for m in known if (f := model_family(m))})
+            print(f"error: --family: unknown family {args.family!r}; known: {', '.join(families)}", file=sys.stderr)
+            return 2
+        models += [m for m in members if m not in models]
+    if not models:
+        print("error: give --model NAME (repeatable) or --family NAME", file=sys.stderr)
+        return 2
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        print(
+            f"error: --model: unknown model {', '.join(map(repr, unknown))}; known: {', '.join(known)}", file=sys.stderr
+        )
+        return 2
+    types = list(dict.fromkeys(args.types)) if args.types else None
+    bad_types = [t for t in types or [] if t not in catalog.instance_types]
+    if bad_types:
+        print(
+            f"error: --types: unknown instance type {', '.join(map(repr, bad_types))}; "
+            f"the catalog knows: {', '.join(catalog.known_types())}",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"capacity at SLO: {args.sl_min:.4g} of requests within {args.rt_max_ms:g} ms "
+        f"(eps {args.epsilon_ms:g} ms for network and dispatch); prices: profiles/catalog.yaml ({catalog.region})"
+    )
+    for model in models:
+        report = capacity_report(model, catalog, args.rt_max_ms, args.sl_min, args.epsilon_ms, types=types)
+        print()
+        print(
+            f"{'model':24} {'type':12} {'market':9} {'slots':>5} {'b':>3} {'W ms':>6} "
+            f"{'capacity req/s':>14} {'$ per 1M':>9}  source"
+        )
+        for r in report.rows:
+            print(
+                f"{r.model:24} {r.instance_type:12} {r.market:9} {r.slots:5d} {r.batch_size:3d} "
+                f"{r.batch_timeout_ms:6.1f} {r.capacity_rps:14.1f} {r.usd_per_million:9.4g}  {r.source}"
+            )
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in report.skipped:
+            by_reason.setdefault(reason.split(": ", 1)[-1], []).append(name)
+        for reason, names in by_reason.items():
+            print(f"{model:24} no row on {', '.join(names)}: {reason}")
+        if args.explain:
+            for method in dict.fromkeys(r.method for r in report.rows):
+                print(f"  how: {method}")
+    print(
+        "\nestimated = not measured on that type. CPU rows: this machine's single-thread T(b) per physical core; "
+        "GPU rows: datasheet-based (profiles/gpu_estimates.yaml). --explain prints each profile's method. "
+        "T(b) is inference only: HTTP and decoding work per request is not in it."
+    )
+    return 0
+
+
 def _add_worker_flags(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--host", default="127.0.0.1", help="public interface (default loopback)")
     p.add_argument("--port", type=int, default=port)
@@ -329,6 +427,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)
+
+    plan = sub.add_parser("plan", help="planning figures from the catalog and latency profiles").add_subparsers(
+        dest="plan_command", required=True
+    )
+    cap = plan.add_parser(
+        "capacity",
+        help="capacity at SLO and $ per 1M requests per instance type and market (no model repository needed)",
+    )
+    cap.add_argument("--model", action="append", help="model variant (repeatable)")
+    cap.add_argument("--family", default=None, help="every variant of this family, e.g. imagenet")
+    cap.add_argument("--rt-max-ms", type=_positive_ms, default=200.0, help="RTmax: the latency bound (ms)")
+    cap.add_argument("--sl-min", type=_fraction, default=0.98, help="SLmin: share of requests within RTmax")
+    cap.add_argument(
+        "--epsilon-ms", type=_non_negative_ms, default=5.0, help="network/dispatch margin kept out of RTmax (ms)"
+    )
+    cap.add_argument("--types", nargs="+", default=None, help="only these instance types (default: the catalog's)")
+    cap.add_argument("--explain", action="store_true", help="print how each latency profile was obtained")
+    cap.set_defaults(func=cmd_plan_capacity)
     return p
 
 
@@ -343,3 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
