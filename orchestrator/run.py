@@ -264,5 +264,6 @@ def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger,
 
 def stack_types(catalog: Catalog, names: list[str], max_threads: int | None = None) -> tuple[InstanceTypeSpec, ...]:
     return tuple(
-        InstanceTypeSpec(n, local_threads(catalog.instance(n).vcpu, max_threads), catalog.boot_seconds(n)) for n in names
+        InstanceTypeSpec(n, local_threads(catalog.instance(n).vcpu, max_threads), catalog.boot_seconds(n))
+        for n in names
     )

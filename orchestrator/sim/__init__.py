@@ -1,1 +1,1 @@
-"""Simulation mechanisms: they drive the same pure policies as the live system, on a virtual clock."""
+"""Simulation on a virtual clock: exact discrete-event models that the analytic policies are checked against."""
