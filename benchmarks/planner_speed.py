@@ -32,27 +32,13 @@ from orchestrator.policy.planner import (  # noqa: E402
     milp,
 )
 
-TYPES = [
-    "c5.large",
-    "c5.xlarge",
-    "c5.2xlarge",
-    "c5.4xlarge",
-    "m5.large",
-    "m5.xlarge",
-    "c6i.large",
-    "c6i.xlarge",
-    "g4dn.xlarge",
-    "g5.xlarge",
-    "p3.2xlarge",
-]
 STEPS, STEP_S = 15, 60.0
 
 
 def pools() -> tuple[PoolOption, ...]:
     cat = load_catalog()
-    names = TYPES + [t for t in cat.known_types() if t not in TYPES]
     out = []
-    for name in names[:12]:
+    for name in cat.known_types():
         it = cat.instance(name)
         cap = 1500.0 * (it.gpu.count if it.gpu else 0) or 60.0 * it.vcpu / 2
         for market in (ON_DEMAND, SPOT):

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from inference.errors import InferenceError
@@ -259,35 +260,24 @@ def _serve(config, function, args: argparse.Namespace) -> int:  # type: ignore[n
     return 0
 
 
-def _positive_ms(text: str) -> float:
-    """argparse type: a positive, finite number of milliseconds (argparse names the flag on error)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of milliseconds > 0, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of milliseconds > 0, got {text!r}")
-    return v
+def _number_arg(ok: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number satisfying ``ok`` (argparse names the flag on error)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+
+    return parse
 
 
-def _non_negative_ms(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of milliseconds >= 0, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a number of milliseconds >= 0, got {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1 (e.g. 0.98), got {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1 (e.g. 0.98), got {text!r}")
-    return v
+_positive_ms = _number_arg(lambda v: v > 0, "a number of milliseconds > 0")
+_non_negative_ms = _number_arg(lambda v: v >= 0, "a number of milliseconds >= 0")
+_fraction = _number_arg(lambda v: 0 < v < 1, "strictly between 0 and 1 (e.g. 0.98)")
 
 
 def cmd_plan_capacity(args: argparse.Namespace) -> int:
