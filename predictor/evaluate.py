@@ -1,0 +1,127 @@
+"""Score forecasters on the held-out days: pinball loss, coverage, MAPE, under-provisioning, per horizon.
+
+Metrics per horizon h, over the test origins whose target minute is fully observed (collection gaps
+are masked, never scored):
+
+- pinball loss per quantile, divided by the mean true peak at that horizon, so traces of any scale
+  compare (a figure of 0.05 is 5 % of the mean peak); "mean" is the average over the three quantiles,
+  the summary the acceptance compares;
+- coverage of p90 and p99: the share of true peaks at or below the forecast;
+- MAPE of p50: mean |peak - p50| / peak over minutes whose true peak is above zero;
+- under-provisioning: the share of minutes whose true peak exceeds p90 (= 100 % - p90 coverage; shown
+  because that is what a planner provisioning to p90 would suffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from predictor.baselines import Forecaster
+from predictor.features import QUANTILES, MinuteSeries, rows_at, targets_at
+
+REPORT_HORIZONS = (1, 3, 5, 10, 15)
+NAIVE = ("last value", "EWMA", "seasonal naive", "peak-hold (cal.)", "peak-hold x1.2 raw")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One forecaster at one horizon."""
+
+    pinball: tuple[float, ...]  # per quantile, / mean true peak
+    coverage: tuple[float, ...]  # per quantile
+    mape50: float
+    under90: float
+    n: int
+
+    @property
+    def pinball_mean(self) -> float:
+        return float(np.mean(self.pinball))
+
+
+def forecast_many(fc: Forecaster, series: MinuteSeries, origins: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """``[N, H, Q]`` forecasts at many origins, in chunks to bound memory."""
+    parts = [fc.forecast_rows(rows_at(series, origins[i : i + chunk])) for i in range(0, origins.size, chunk)]
+    return np.concatenate(parts, axis=0)
+
+
+def score(pred: np.ndarray, y: np.ndarray, valid: np.ndarray, quantiles: Sequence[float] = QUANTILES) -> list[Scores]:
+    """Scores per horizon; pred ``[N, H, Q]``, y and valid ``[N, H]``."""
+    out = []
+    i90 = list(quantiles).index(0.9)
+    for h in range(pred.shape[1]):
+        ok = valid[:, h]
+        yh, ph = y[ok, h], pred[ok, h, :]
+        scale = float(yh.mean()) if yh.size else float("nan")
+        pins, covs = [], []
+        for j, q in enumerate(quantiles):
+            d = yh - ph[:, j]
+            pins.append(float(np.mean(np.maximum(q * d, (q - 1) * d))) / scale)
+            covs.append(float(np.mean(yh <= ph[:, j])))
+        pos = yh > 0
+        mape = float(np.mean(np.abs(yh[pos] - ph[pos, 0]) / yh[pos])) if pos.any() else float("nan")
+        out.append(Scores(tuple(pins), tuple(covs), mape, float(np.mean(yh > ph[:, i90])), int(yh.size)))
+    return out
+
+
+def evaluate(forecasters: Sequence[Forecaster], series: MinuteSeries, origins: np.ndarray) -> dict[str, list[Scores]]:
+    y, valid = targets_at(series, origins)
+    return {fc.name: score(forecast_many(fc, series, origins), y, valid) for fc in forecasters}
+
+
+def table(results: dict[str, list[Scores]], horizons: Sequence[int] = REPORT_HORIZONS, markdown: bool = False) -> str:
+    """Per-horizon blocks: one row per forecaster."""
+    cols = ("forecaster", "pin p50", "pin p90", "pin p99", "pin mean", "cov p90", "cov p99", "MAPE p50", "under p90")
+    lines: list[str] = []
+    for h in horizons:
+        any_scores = next(iter(results.values()))[h - 1]
+        title = f"horizon {h} min (n = {any_scores.n} test minutes)"
+        if markdown:
+            lines += [f"**{title}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        else:
+            lines += [title, f"  {cols[0]:<20}" + "".join(f"{c:>10}" for c in cols[1:])]
+        for name, per_h in results.items():
+            s = per_h[h - 1]
+            vals = [*(f"{p:.4f}" for p in s.pinball), f"{s.pinball_mean:.4f}"]
+            vals += [f"{100 * s.coverage[1]:.1f}%", f"{100 * s.coverage[2]:.1f}%", f"{100 * s.mape50:.1f}%"]
+            vals += [f"{100 * s.under90:.1f}%"]
+            if markdown:
+                lines.append("| " + " | ".join([name, *vals]) + " |")
+            else:
+                lines.append(f"  {name:<20}" + "".join(f"{v:>10}" for v in vals))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def acceptance(results: dict[str, list[Scores]], model: str = "LSTM") -> list[str]:
+    """The issue's checks, stated with their figures (pass or MISS)."""
+    if model not in results:
+        return []
+    lines = []
+    m = results[model]
+    naive = [n for n in NAIVE[:4] if n in results]
+    cov = [100 * s.coverage[1] for s in m]
+    ok = all(87.0 <= c <= 93.0 for c in cov)
+    lines.append(f"p90 coverage 87-93 % at every horizon: {'pass' if ok else 'MISS'} ({min(cov):.1f}-{max(cov):.1f} %)")
+    worst_gain, worst_h = np.inf, 0
+    for h in range(3, len(m) + 1):
+        best = min(results[n][h - 1].pinball_mean for n in naive)
+        gain = 1 - m[h - 1].pinball_mean / best
+        if gain < worst_gain:
+            worst_gain, worst_h = gain, h
+    ok = worst_gain >= 0.15
+    lines.append(
+        f"mean pinball >= 15 % below the best of {', '.join(naive)} at every horizon >= 3: "
+        f"{'pass' if ok else 'MISS'} (smallest margin {100 * worst_gain:.1f} % at h = {worst_h})"
+    )
+    if "quantile regression" in results:
+        qr = results["quantile regression"]
+        above = [h for h in range(1, len(m) + 1) if m[h - 1].pinball_mean > qr[h - 1].pinball_mean]
+        ok = not above
+        lines.append(
+            f"mean pinball not above the quantile regression's at any horizon: {'pass' if ok else 'MISS'}"
+            + (f" (above at h = {above})" if above else "")
+        )
+    return lines

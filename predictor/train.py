@@ -1,0 +1,357 @@
+"""Train the quantile LSTM and the linear quantile regression, fit the baselines, write a model folder.
+
+Steps: time split (train / validation days / test days, :mod:`predictor.split`); both learned models
+minimise the pinball loss on the ratio peak / level, each target weighted by its level (so the loss
+matches the evaluation's pinball on req/s divided by the mean true peak); early stopping on the
+validation loss (best epoch kept); the LSTM is exported to ONNX and checked against torch; then every
+forecaster's calibration factors are fit on the validation days through the run-time (onnxruntime /
+numpy) code path. The test days are not touched here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from predictor.baselines import EWMA, LastValue, PeakHold, PointForecaster, SeasonalNaive, fit_ewma_alpha
+from predictor.calibration import Calibration
+from predictor.features import (
+    DAY,
+    HORIZON,
+    QUANTILES,
+    SEQ_CHANNELS,
+    STATIC_FEATURES,
+    WINDOW,
+    Features,
+    MinuteSeries,
+    build_features,
+    minute_series,
+    rows_at,
+    targets_at,
+)
+from predictor.lstm import QuantileLSTM, pinball
+from predictor.quantile_regression import LinearQuantileForecaster, design
+from predictor.runtime import FORMAT_VERSION, ONNX_FILE, QR_FILE, SPEC_FILE, OnnxForecaster, session
+from predictor.split import Split, time_split
+from predictor.traces import Trace
+
+EWMA_GRID = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+PEAK_HOLD_WINDOW = 5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    hidden: int = 48
+    layers: int = 1
+    batch: int = 256
+    lr: float = 2e-3
+    patience: int = 6
+    seed: int = 0
+    test_days: float = 4.0
+    val_days: float = 3.0
+    qr_epochs: int = 60
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Tensors:
+    seq: torch.Tensor
+    static: torch.Tensor
+    y: torch.Tensor  # ratio peak / level, 0 where invalid
+    w: torch.Tensor  # level / mean level where valid, else 0
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+def _tensors(f: Features, y: np.ndarray, valid: np.ndarray, mean_level: float) -> Tensors:
+    ratio = np.where(valid, np.nan_to_num(y) / f.level[:, None], 0.0)
+    w = np.where(valid, f.level[:, None] / mean_level, 0.0)
+    return Tensors(
+        torch.from_numpy(f.seq),
+        torch.from_numpy(f.static),
+        torch.from_numpy(ratio.astype(np.float32)),
+        torch.from_numpy(w.astype(np.float32)),
+    )
+
+
+class _Progress:
+    """tqdm when installed, else one line per epoch; always on stderr."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.enabled, self.desc, self.total = enabled, desc, total
+        self.bar: Any = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=True)
+            except ImportError:
+                self.bar = None
+
+    def update(self, epoch: int, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(text)
+        else:
+            print(f"{self.desc} epoch {epoch}/{self.total}: {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fit(
+    model: torch.nn.Module,
+    forward: Any,
+    train: Tensors,
+    val: Tensors,
+    *,
+    epochs: int,
+    batch: int,
+    lr: float,
+    patience: int,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Adam on the weighted pinball loss, early stopping on validation; the best epoch's weights are kept."""
+    q = torch.tensor(QUANTILES, dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, best_epoch, bad = math.inf, None, 0, 0
+    bar = _Progress(epochs, desc, progress)
+    history = []
+    t0 = time.monotonic()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(len(train), generator=gen)
+        total, seen = 0.0, 0
+        for i in range(0, len(train), batch):
+            idx = perm[i : i + batch]
+            loss = pinball(forward(train, idx), train.y[idx], train.w[idx], q)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item() * idx.numel()
+            seen += idx.numel()
+        model.eval()
+        with torch.no_grad():
+            v = float(pinball(forward(val, slice(None)), val.y, val.w, q))
+        history.append({"epoch": epoch, "train": round(total / seen, 5), "val": round(v, 5)})
+        improved = v < best - 1e-5
+        if improved:
+            best, best_epoch, bad = v, epoch, 0
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        else:
+            bad += 1
+        bar.update(
+            epoch, f"train {total / seen:.4f} val {v:.4f}{' *' if improved else ''} {time.monotonic() - t0:.0f}s"
+        )
+        if bad >= patience:
+            break
+    bar.close()
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return {
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "best_val_pinball_ratio": round(best, 5),
+        "history": history,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def _export_onnx(model: QuantileLSTM, path: Path, sample: Tensors) -> float:
+    """Export (TorchScript exporter, dynamic batch) and return the largest |onnx - torch| on a sample."""
+    model.eval()
+    seq, static = sample.seq[:64], sample.static[:64]
+    torch.onnx.export(
+        model,
+        (seq, static),
+        str(path),
+        input_names=["seq", "static"],
+        output_names=["ratio_quantiles"],
+        dynamic_axes={"seq": {0: "batch"}, "static": {0: "batch"}, "ratio_quantiles": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    sess = session(path)
+    got = sess.run(None, {"seq": seq.numpy(), "static": static.numpy()})[0]
+    with torch.no_grad():
+        want = model(seq, static).numpy()
+    return float(np.abs(got - want).max())
+
+
+def _point_baselines(alpha: float) -> dict[str, PointForecaster]:
+    return {
+        "last_value": LastValue(),
+        "ewma": EWMA(alpha=alpha),
+        "seasonal_naive": SeasonalNaive(),
+        "peak_hold": PeakHold(window=PEAK_HOLD_WINDOW),
+    }
+
+
+def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = "") -> dict[str, Any]:
+    """Train everything on ``trace`` and write the model folder; returns the spec written."""
+    t_start = time.monotonic()
+    torch.set_num_threads(1)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    series = minute_series(trace)
+    split = time_split(series, cfg.test_days, cfg.val_days)
+    log = _Log(cfg.progress)
+    log(trace.describe())
+    log(split.describe())
+
+    def part(origins: np.ndarray) -> tuple[Features, np.ndarray, np.ndarray, Any]:
+        rows = rows_at(series, origins)
+        y, valid = targets_at(series, origins)
+        keep = valid.any(axis=1)
+        return build_features(rows), y[keep], valid[keep], keep
+
+    f_tr, y_tr, v_tr, k_tr = part(split.train)
+    f_va, y_va, v_va, k_va = part(split.val)
+    f_tr = Features(f_tr.seq[k_tr], f_tr.static[k_tr], f_tr.level[k_tr])
+    f_va = Features(f_va.seq[k_va], f_va.static[k_va], f_va.level[k_va])
+    mean_level = float(f_tr.level.mean())
+    tr, va = _tensors(f_tr, y_tr, v_tr, mean_level), _tensors(f_va, y_va, v_va, mean_level)
+    typical = float(np.median(tr.y[tr.w > 0].numpy()))
+
+    model = QuantileLSTM(len(SEQ_CHANNELS), len(STATIC_FEATURES), HORIZON, len(QUANTILES), cfg.hidden, cfg.layers)
+    model.init_output(typical)
+    lstm_fit = _fit(
+        model,
+        lambda d, i: model(d.seq[i], d.static[i]),
+        tr,
+        va,
+        epochs=cfg.epochs,
+        batch=cfg.batch,
+        lr=cfg.lr,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        desc="LSTM",
+        progress=cfg.progress,
+    )
+    onnx_err = _export_onnx(model, out / ONNX_FILE, va)
+    log(f"ONNX export: max |onnx - torch| = {onnx_err:.2e} on 64 validation rows")
+    if onnx_err > 1e-3:
+        raise RuntimeError(f"ONNX export disagrees with torch by {onnx_err}")
+
+    x_tr, x_va = torch.from_numpy(design(f_tr)), torch.from_numpy(design(f_va))
+    linear = torch.nn.Linear(x_tr.shape[1], HORIZON * len(QUANTILES), bias=False)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.weight[:, -1] = typical  # the design's last column is the constant 1
+    qr_fit = _fit(
+        linear,
+        lambda d, i: linear(x_tr[i] if d is tr else x_va[i]).view(-1, HORIZON, len(QUANTILES)),
+        tr,
+        va,
+        epochs=cfg.qr_epochs,
+        batch=cfg.batch,
+        lr=cfg.lr * 2,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        desc="quantile regression",
+        progress=cfg.progress,
+    )
+    qr_weights = linear.weight.detach().numpy().T.copy()  # [D, H*Q]
+    np.savez_compressed(out / QR_FILE, weights=qr_weights.astype(np.float32))
+
+    # calibration and baseline parameters on the validation days, through the run-time code
+    val_rows = rows_at(series, split.val)
+    y_val, valid_val = targets_at(series, split.val)
+    alpha = fit_ewma_alpha(val_rows, y_val, valid_val, EWMA_GRID)
+    cal: dict[str, Calibration] = {
+        "lstm": Calibration.fit(
+            OnnxForecaster(session(out / ONNX_FILE)).raw_rows(val_rows), y_val, valid_val, QUANTILES
+        ),
+        "quantile_regression": Calibration.fit(
+            LinearQuantileForecaster(qr_weights).raw_rows(val_rows), y_val, valid_val, QUANTILES
+        ),
+    }
+    for key, fc in _point_baselines(alpha).items():
+        cal[key] = Calibration.fit(fc.raw_rows(val_rows), y_val, valid_val, QUANTILES)
+
+    spec = {
+        "format_version": FORMAT_VERSION,
+        "what": "quantiles of the per-second peak request rate of each of the next H one-minute steps",
+        "horizon": HORIZON,
+        "step_seconds": 60,
+        "quantiles": list(QUANTILES),
+        "window_minutes": WINDOW,
+        "seq_channels": list(SEQ_CHANNELS),
+        "static": list(STATIC_FEATURES),
+        "level": "mean of the observed per-minute means over the last 60 minutes (req/s), floored at 1/60",
+        "outputs": "ONNX 'ratio_quantiles' [N, H, Q] = peak / level; forecast = ratio x level x calibration",
+        "calibration_rule": "split-conformal multiplicative factor per (horizon, quantile) on the validation days",
+        "calibration": {k: c.to_json() for k, c in cal.items()},
+        "baselines": {
+            "ewma_alpha": alpha,
+            "ewma_grid": list(EWMA_GRID),
+            "peak_hold_window": PEAK_HOLD_WINDOW,
+            "peak_hold_factor": 1.2,
+        },
+        "model": {
+            "type": "LSTM",
+            "hidden": cfg.hidden,
+            "layers": cfg.layers,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+        },
+        "training": {
+            "command": command,
+            "trace": trace.describe(),
+            "minutes": series.minutes,
+            "split_minutes": _split_info(split, series),
+            "seed": cfg.seed,
+            "config": {k: v for k, v in cfg.__dict__.items() if k != "progress"},
+            "lstm": {k: v for k, v in lstm_fit.items()},
+            "quantile_regression": {k: v for k, v in qr_fit.items() if k != "history"},
+            "onnx_max_abs_error": onnx_err,
+            "torch": torch.__version__,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            "wall_seconds": round(time.monotonic() - t_start, 1),
+        },
+    }
+    (out / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
+    log(f"wrote {out} in {spec['training']['wall_seconds']} s")
+    return spec
+
+
+def _split_info(split: Split, series: MinuteSeries) -> dict[str, Any]:
+    def days(m: int) -> float:
+        return round(m / DAY, 3)
+
+    return {
+        "train_origins": [int(split.train[0]), int(split.train[-1])],
+        "validation_origins": [int(split.val[0]), int(split.val[-1])],
+        "test_origins_untouched": [int(split.test[0]), int(split.test[-1])],
+        "validation_start_day": days(split.val_start),
+        "test_start_day": days(split.test_start),
+        "trace_days": days(series.minutes),
+    }
+
+
+class _Log:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(msg, file=sys.stderr, flush=True)
