@@ -1,7 +1,7 @@
 """Multiplicative split-conformal calibration per (horizon, quantile), fit on validation days.
 
 For each horizon h and quantile q, the factor c[h, q] is the conformal q-quantile of ``y / yhat[h, q]``
-over the validation origins (level ``ceil((n+1) q) / n``, the finite-sample rule), so that
+over the validation origins (the ``ceil((n+1) q)``-th smallest of n ratios, the finite-sample rule), so that
 ``c * yhat`` covers q of validation peaks. The same rule turns a point forecaster (the same value
 for every quantile) into a quantile forecaster: its factors are the empirical quantiles of the
 multiplicative residual. Scaling quantiles independently can cross them; :func:`monotone` sorts
@@ -41,12 +41,11 @@ class Calibration:
         for h in range(h_n):
             ok = valid[:, h]
             for j, q in enumerate(quantiles):
-                r = y[ok, h] / np.maximum(raw[ok, h, j], PRED_FLOOR)
-                n = r.size
-                if n == 0:
+                r = np.sort(y[ok, h] / np.maximum(raw[ok, h, j], PRED_FLOOR))
+                if r.size == 0:
                     continue
-                level = min(1.0, math.ceil((n + 1) * q) / n)
-                f[h, j] = float(np.quantile(r, level, method="higher"))
+                k = min(r.size, math.ceil((r.size + 1) * q))  # the k-th smallest ratio
+                f[h, j] = float(r[k - 1])
         return Calibration(f)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:

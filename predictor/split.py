@@ -22,6 +22,10 @@ class Split:
     val_start: int  # minute index
     test_start: int
 
+    def val_origins_consecutive(self) -> np.ndarray:
+        """Every origin from the validation start up to the first test origin (a warm-up run)."""
+        return np.arange(self.val_start, self.test_start)
+
     def describe(self) -> str:
         def span(a: np.ndarray) -> str:
             return f"{a.size} origins, minutes {a[0]}..{a[-1]}" if a.size else "none"

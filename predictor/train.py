@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,7 @@ class TrainConfig:
     test_days: float = 4.0
     val_days: float = 3.0
     qr_epochs: int = 60
+    thinning: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)
     progress: bool = True
 
 
@@ -74,15 +76,42 @@ class Tensors:
         return int(self.y.shape[0])
 
 
-def _tensors(f: Features, y: np.ndarray, valid: np.ndarray, mean_level: float) -> Tensors:
-    ratio = np.where(valid, np.nan_to_num(y) / f.level[:, None], 0.0)
-    w = np.where(valid, f.level[:, None] / mean_level, 0.0)
-    return Tensors(
+def thinned(trace: Trace, p: float, seed: int) -> Trace:
+    """Keep each request with probability p, then rescale by 1/p: the same load shape at a p-times lower
+    rate, hence with the relatively noisier seconds of a smaller service (gaps stay gaps)."""
+    x = trace.per_second
+    obs = ~np.isnan(x)
+    out = np.full_like(x, np.nan)
+    out[obs] = np.random.default_rng(seed).binomial(np.rint(x[obs]).astype(np.int64), p) / p
+    return Trace(out, f"{trace.source} thinned x{p:g}", trace.start_epoch_s, trace.peak_estimated, trace.gap_seconds)
+
+
+def _dataset(versions: list[MinuteSeries], origins: np.ndarray) -> tuple[Features, Tensors]:
+    """Features and targets at these origins of every version, rows without a valid target dropped.
+
+    Targets are ratios peak / level; each is weighted by level / (the version's mean level), so the
+    loss is the evaluation's pinball on req/s over the mean peak, and every version counts the same."""
+    feats, ys, ws = [], [], []
+    for ms in versions:
+        y, valid = targets_at(ms, origins)
+        keep = valid.any(axis=1)
+        f = build_features(rows_at(ms, origins[keep]))
+        y, valid = y[keep], valid[keep]
+        feats.append(f)
+        ys.append(np.where(valid, np.nan_to_num(y) / f.level[:, None], 0.0))
+        ws.append(np.where(valid, f.level[:, None] / f.level.mean(), 0.0))
+    f = Features(
+        np.concatenate([x.seq for x in feats]),
+        np.concatenate([x.static for x in feats]),
+        np.concatenate([x.level for x in feats]),
+    )
+    t = Tensors(
         torch.from_numpy(f.seq),
         torch.from_numpy(f.static),
-        torch.from_numpy(ratio.astype(np.float32)),
-        torch.from_numpy(w.astype(np.float32)),
+        torch.from_numpy(np.concatenate(ys).astype(np.float32)),
+        torch.from_numpy(np.concatenate(ws).astype(np.float32)),
     )
+    return f, t
 
 
 class _Progress:
@@ -175,10 +204,7 @@ def _fit(
     }
 
 
-def _export_onnx(model: QuantileLSTM, path: Path, sample: Tensors) -> float:
-    """Export (TorchScript exporter, dynamic batch) and return the largest |onnx - torch| on a sample."""
-    model.eval()
-    seq, static = sample.seq[:64], sample.static[:64]
+def _export(model: QuantileLSTM, seq: torch.Tensor, static: torch.Tensor, path: Path) -> None:
     torch.onnx.export(
         model,
         (seq, static),
@@ -189,6 +215,15 @@ def _export_onnx(model: QuantileLSTM, path: Path, sample: Tensors) -> float:
         opset_version=17,
         dynamo=False,
     )
+
+
+def _export_onnx(model: QuantileLSTM, path: Path, sample: Tensors) -> float:
+    """Export (TorchScript exporter, dynamic batch) and return the largest |onnx - torch| on a sample."""
+    model.eval()
+    seq, static = sample.seq[:64], sample.static[:64]
+    with warnings.catch_warnings():  # tracer notes on LSTM shape checks; the sequence length is fixed
+        warnings.simplefilter("ignore")
+        _export(model, seq, static, path)
     sess = session(path)
     got = sess.run(None, {"seq": seq.numpy(), "static": static.numpy()})[0]
     with torch.no_grad():
@@ -219,18 +254,10 @@ def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = ""
     log(trace.describe())
     log(split.describe())
 
-    def part(origins: np.ndarray) -> tuple[Features, np.ndarray, np.ndarray, Any]:
-        rows = rows_at(series, origins)
-        y, valid = targets_at(series, origins)
-        keep = valid.any(axis=1)
-        return build_features(rows), y[keep], valid[keep], keep
-
-    f_tr, y_tr, v_tr, k_tr = part(split.train)
-    f_va, y_va, v_va, k_va = part(split.val)
-    f_tr = Features(f_tr.seq[k_tr], f_tr.static[k_tr], f_tr.level[k_tr])
-    f_va = Features(f_va.seq[k_va], f_va.static[k_va], f_va.level[k_va])
-    mean_level = float(f_tr.level.mean())
-    tr, va = _tensors(f_tr, y_tr, v_tr, mean_level), _tensors(f_va, y_va, v_va, mean_level)
+    versions = [series] + [minute_series(thinned(trace, p, cfg.seed + i)) for i, p in enumerate(cfg.thinning) if p < 1]
+    log(f"training on {len(versions)} versions of the trace: thinning {', '.join(f'{p:g}' for p in cfg.thinning)}")
+    f_tr, tr = _dataset(versions, split.train)
+    f_va, va = _dataset(versions, split.val)
     typical = float(np.median(tr.y[tr.w > 0].numpy()))
 
     model = QuantileLSTM(len(SEQ_CHANNELS), len(STATIC_FEATURES), HORIZON, len(QUANTILES), cfg.hidden, cfg.layers)
@@ -289,7 +316,7 @@ def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = ""
     for key, fc in _point_baselines(alpha).items():
         cal[key] = Calibration.fit(fc.raw_rows(val_rows), y_val, valid_val, QUANTILES)
 
-    spec = {
+    spec: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "what": "quantiles of the per-second peak request rate of each of the next H one-minute steps",
         "horizon": HORIZON,

@@ -1,0 +1,168 @@
+"""``mark forecast train|eval``: train the load forecaster on a trace; score it and the baselines on held-out days.
+
+Registered by :func:`add_forecast_parser` from ``orchestrator/cli.py``. Torch is imported only by
+``train`` (the ``zoo`` extra); ``eval`` runs on onnxruntime and numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = ROOT / "profiles" / "forecaster"
+
+
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trace",
+        required=True,
+        help="per-second counts (.txt, or a .tbz2 holding workload.txt), per-minute CSV (peaks then estimated), "
+        "or a CSV with a timestamp column",
+    )
+    p.add_argument(
+        "--start", default=None, help="clock of the trace's first second (ISO 8601 or epoch s) if it has none"
+    )
+    p.add_argument(
+        "--gap-min-expected",
+        type=float,
+        default=100.0,
+        help="a zero run is a collection gap when the traffic around it would have sent this many requests in it",
+    )
+    p.add_argument("--test-days", "--last-days", dest="test_days", type=float, default=4.0, help="held-out last days")
+    p.add_argument("--val-days", type=float, default=3.0, help="validation days just before them (default 3)")
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from predictor.traces import load_trace
+
+    trace = load_trace(args.trace, start=args.start, gap_min_expected=args.gap_min_expected)
+    scale = getattr(args, "scale", 1.0)
+    return trace.scaled(scale) if scale != 1.0 else trace
+
+
+def cmd_forecast_train(args: argparse.Namespace) -> int:
+    try:
+        from predictor.train import TrainConfig, train
+    except ImportError as e:
+        print(f"error: training needs torch (install the 'zoo' extra): {e}", file=sys.stderr)
+        return 2
+    trace = _load(args)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        hidden=args.hidden,
+        layers=args.layers,
+        batch=args.batch,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        test_days=args.test_days,
+        val_days=args.val_days,
+        qr_epochs=args.qr_epochs,
+        thinning=tuple(float(x) for x in args.thinning.split(",")),
+        progress=not args.quiet,
+    )
+    command = (
+        "mark " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if args.command_line is None else args.command_line
+    )
+    spec = train(trace, args.out, cfg, command=command)
+    t = spec["training"]
+    print(
+        f"trained in {t['wall_seconds']} s (LSTM best epoch {t['lstm']['best_epoch']} of {t['lstm']['epochs_run']}); "
+        f"model in {args.out}: "
+        + ", ".join(f"{p.name} {p.stat().st_size / 1024:.0f} KiB" for p in sorted(Path(args.out).iterdir()))
+    )
+    return 0
+
+
+def cmd_forecast_eval(args: argparse.Namespace) -> int:
+    from predictor.evaluate import acceptance, evaluate, evaluate_online, recalibrate, table
+    from predictor.features import minute_series
+    from predictor.runtime import load_forecasters, read_spec
+    from predictor.split import time_split
+
+    horizons = tuple(int(h) for h in args.horizons.split(","))
+    trace = _load(args)
+    series = minute_series(trace)
+    split = time_split(series, args.test_days, args.val_days)
+    forecasters = load_forecasters(args.model)
+    spec = read_spec(args.model)
+    if args.calibration == "trace":
+        recalibrate(forecasters, series, split.val)
+    if args.calibration == "online":
+        results = evaluate_online(forecasters, series, split.val_origins_consecutive(), split.test, args.gamma)
+    else:
+        results = evaluate(forecasters, series, split.test)
+    print(report_header(trace.describe(), args, spec, split.describe()))
+    print(table(results, horizons, markdown=args.markdown))
+    for line in acceptance(results):
+        print(("- " if args.markdown else "") + line)
+    return 0
+
+
+def report_header(trace_desc: str, args: argparse.Namespace, spec: dict, split_desc: str) -> str:  # type: ignore[type-arg]
+    cal = {
+        "static": "all parameters and calibration factors as fit at training (nothing refit on this trace)",
+        "trace": "every forecaster's calibration factors refit on this trace's validation days (weights not retrained)",
+        "online": f"calibration factors start as fit at training and adapt online as outcomes arrive (gamma "
+        f"{args.gamma:g}; run from the start of the {args.val_days:g} days before the held-out days, scored on "
+        "the held-out days only; weights not retrained)",
+    }[args.calibration]
+    scale = f", rates x{args.scale:g}" if getattr(args, "scale", 1.0) != 1.0 else ""
+    lines = [
+        f"trace: {trace_desc}{scale}",
+        f"held out: last {args.test_days:g} days ({split_desc.split('; ')[-1]})",
+        f"model: {args.model} (trained on {spec['training']['trace'].split(':')[0]}, "
+        f"{spec['training']['date']}); {cal}",
+        "pinball loss per quantile divided by the mean true peak at that horizon; 'pin mean' = average over "
+        "p50/p90/p99; cov = share of true peaks <= the quantile; MAPE of p50 over minutes with a peak > 0; "
+        "under p90 = share of minutes whose true peak exceeds p90. Gap minutes are not scored.",
+    ]
+    if "ESTIMATED" in trace_desc:
+        lines.append("WARNING: per-minute input: true peaks are estimated (mean + 2.4 sqrt(mean)), not measured")
+    return ("\n\n" if args.markdown else "\n").join(lines) + "\n"
+
+
+def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``mark forecast train`` and ``mark forecast eval``."""
+    fc = sub.add_parser("forecast", help="load forecaster: train on a trace, evaluate against the baselines")
+    fsub = fc.add_subparsers(dest="forecast_command", required=True)
+
+    tr = fsub.add_parser("train", help="train the quantile LSTM + quantile regression, fit baselines, export ONNX")
+    _trace_args(tr)
+    tr.add_argument("--out", required=True, help="model folder to write (model.onnx, qr.npz, forecaster.json)")
+    tr.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation)")
+    tr.add_argument("--patience", type=int, default=6, help="epochs without validation improvement before stopping")
+    tr.add_argument("--hidden", type=int, default=48, help="LSTM hidden units")
+    tr.add_argument("--layers", type=int, default=1, help="LSTM layers")
+    tr.add_argument("--batch", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--qr-epochs", type=int, default=60, help="most epochs for the linear quantile regression")
+    tr.add_argument(
+        "--thinning",
+        default="1,0.3,0.1,0.03,0.01",
+        help="train also on copies of the trace thinned to these fractions of its requests (rescaled): the "
+        "noisier seconds of smaller services, so one model serves traces of any scale",
+    )
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    tr.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    tr.set_defaults(func=cmd_forecast_train)
+
+    ev = fsub.add_parser("eval", help="per-horizon table on the held-out last days: LSTM and every baseline")
+    _trace_args(ev)
+    ev.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (default: profiles/forecaster)")
+    ev.add_argument("--scale", type=float, default=1.0, help="multiply the trace's rates (after gap detection)")
+    ev.add_argument("--horizons", default="1,3,5,10,15", help="horizons (minutes) to print")
+    ev.add_argument(
+        "--calibration",
+        choices=("static", "online", "trace"),
+        default="static",
+        help="static: factors as fit at training; online: adapted as outcomes arrive (adaptive conformal); "
+        "trace: refit on this trace's validation days. Weights are never retrained.",
+    )
+    ev.add_argument("--gamma", type=float, default=0.01, help="online calibration step (log factor per outcome)")
+    ev.add_argument("--markdown", action="store_true", help="markdown tables")
+    ev.set_defaults(func=cmd_forecast_eval)
