@@ -64,9 +64,7 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         thinning=tuple(float(x) for x in args.thinning.split(",")),
         progress=not args.quiet,
     )
-    command = (
-        "mark " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if args.command_line is None else args.command_line
-    )
+    command = _train_command(args)
     spec = train(trace, args.out, cfg, command=command)
     t = spec["training"]
     print(
@@ -75,6 +73,20 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         + ", ".join(f"{p.name} {p.stat().st_size / 1024:.0f} KiB" for p in sorted(Path(args.out).iterdir()))
     )
     return 0
+
+
+def _train_command(args: argparse.Namespace) -> str:
+    """The full command with every training option spelled out, so a later change of defaults cannot
+    change what it reproduces."""
+    parts = ["mark", "forecast", "train", "--trace", args.trace, "--out", args.out]
+    for flag in ("start", "gap_min_expected", "test_days", "val_days", "epochs", "patience", "hidden", "layers"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+    for flag in ("batch", "lr", "qr_epochs", "thinning", "seed"):
+        value = getattr(args, flag)
+        parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def cmd_forecast_eval(args: argparse.Namespace) -> int:
@@ -148,7 +160,6 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    tr.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     tr.set_defaults(func=cmd_forecast_train)
 
     ev = fsub.add_parser("eval", help="per-horizon table on the held-out last days: LSTM and every baseline")

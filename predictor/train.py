@@ -156,9 +156,11 @@ def _fit(
     desc: str,
     progress: bool,
 ) -> dict[str, Any]:
-    """Adam on the weighted pinball loss, early stopping on validation; the best epoch's weights are kept."""
+    """Adam on the weighted pinball loss, lr halved on validation plateaus, early stopping on validation;
+    the best epoch's weights are kept."""
     q = torch.tensor(QUANTILES, dtype=torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)  # halve lr after 2 flat epochs
     gen = torch.Generator().manual_seed(seed)
     best, best_state, best_epoch, bad = math.inf, None, 0, 0
     bar = _Progress(epochs, desc, progress)
@@ -180,6 +182,7 @@ def _fit(
         model.eval()
         with torch.no_grad():
             v = float(pinball(forward(val, slice(None)), val.y, val.w, q))
+        sched.step(v)
         history.append({"epoch": epoch, "train": round(total / seen, 5), "val": round(v, 5)})
         improved = v < best - 1e-5
         if improved:

@@ -133,9 +133,11 @@ def test_event_csv_binned_per_second(tmp_path: Path) -> None:
 def test_gap_marking_is_explicit() -> None:
     x = np.full(4 * 3600, 50.0)
     x[3600:5400] = 0  # 30 min of zeros amid 50 req/s: a collection gap
-    x[7200:7205] = 0  # 5 s of zeros: too short to call
+    x[7200:7220] = 0  # 20 s of zeros at 50 req/s: 1000 requests missing, also a gap
+    x[9000:9003] = 0  # 3 s: too short to call
     y, gaps = mark_gaps(x)
-    assert gaps == 1800 and np.isnan(y[3600:5400]).all() and not np.isnan(y[7200:7205]).any()
+    assert gaps == 1820 and np.isnan(y[3600:5400]).all() and np.isnan(y[7200:7220]).all()
+    assert not np.isnan(y[9000:9003]).any()
     quiet = np.zeros(4 * 3600)
     quiet[::600] = 1  # one request every 10 min: zero runs are real lulls, not gaps
     assert mark_gaps(quiet)[1] == 0
