@@ -114,7 +114,9 @@ def raw_throughput(repo: ModelRepository, name: str, batch: int, layout: Layout,
 
 
 class WorkerUnderTest:
-    def __init__(self, repo: ModelRepository, name: str, batch: int, layout: Layout) -> None:
+    def __init__(
+        self, repo: ModelRepository, name: str, batch: int, layout: Layout, extra: dict[str, Any] | None = None
+    ) -> None:
         self.ready = Path(tempfile.mkdtemp()) / "ready.json"
         settings = {
             "models": [name],
@@ -127,6 +129,7 @@ class WorkerUnderTest:
             "max_queue": 100_000,
             "rt_max_ms": 60_000,
             "ready_file": str(self.ready),
+            **(extra or {}),
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ec2_worker", "--json", json.dumps(settings)], cwd=ROOT, stdout=subprocess.DEVNULL

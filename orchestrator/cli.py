@@ -323,12 +323,24 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
         print()
         print(
             f"{'model':24} {'type':12} {'market':9} {'slots':>5} {'b':>3} {'W ms':>6} "
-            f"{'capacity req/s':>14} {'$ per 1M':>9}  source"
+            f"{'infer req/s':>11} {'capacity req/s':>14} {'$ per 1M':>9}  source"
         )
         for r in report.rows:
             print(
                 f"{r.model:24} {r.instance_type:12} {r.market:9} {r.slots:5d} {r.batch_size:3d} "
-                f"{r.batch_timeout_ms:6.1f} {r.capacity_rps:14.1f} {r.usd_per_million:9.4g}  {r.source}"
+                f"{r.batch_timeout_ms:6.1f} {r.inference_rps:11.1f} {r.capacity_rps:14.1f} {r.usd_per_million:9.4g}  "
+                f"{r.source}"
+            )
+        cpu_ms = report.rows[0].request_cpu_ms if report.rows else None
+        if cpu_ms is None:
+            print(
+                f"{model:24} host CPU per request: not measured (benchmarks/worker_request_cpu.py --write): "
+                "capacity = inference capacity, HTTP cost not included"
+            )
+        else:
+            print(
+                f"{model:24} host CPU per request: {cpu_ms:.3f} ms measured (profiles/request_cpu/{model}.json): "
+                f"one worker answers at most {1000 / cpu_ms:.0f} req/s"
             )
         by_reason: dict[str, list[str]] = {}
         for name, reason in report.skipped:
@@ -341,7 +353,8 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
     print(
         "\nestimated = not measured on that type. CPU rows: this machine's single-thread T(b) per physical core; "
         "GPU rows: datasheet-based (profiles/gpu_estimates.yaml). --explain prints each profile's method. "
-        "T(b) is inference only: HTTP and decoding work per request is not in it."
+        "infer req/s: capacity at SLO from T(b) alone; capacity req/s also pays the worker's host CPU per request "
+        "(HTTP, decoding; orchestrator/capacity.py says how)."
     )
     return 0
 

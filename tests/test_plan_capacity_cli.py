@@ -24,7 +24,7 @@ def table_rows(out: str) -> list[list[str]]:
     rows = []
     for line in out.splitlines():
         cols = line.split()
-        if len(cols) == 9 and cols[2] in ("on-demand", "spot"):
+        if len(cols) == 10 and cols[2] in ("on-demand", "spot"):
             rows.append(cols)
     return rows
 
@@ -45,9 +45,9 @@ def test_one_model_prints_both_markets_sorted_by_cost(
     assert {(r[1], r[2]) for r in rows} == {
         (t, m) for t in ("c5.large", "c5.xlarge", "g4dn.xlarge") for m in ("on-demand", "spot")
     }
-    costs = [float(r[7]) for r in rows]
+    costs = [float(r[8]) for r in rows]
     assert costs == sorted(costs)
-    assert all(r[0] == "mobilenet_v2" and r[8] == "estimated" for r in rows)
+    assert all(r[0] == "mobilenet_v2" and r[9] == "estimated" for r in rows)
     slots = {r[1]: int(r[3]) for r in rows}
     assert slots == {"c5.large": 1, "c5.xlarge": 2, "g4dn.xlarge": 1}
 

@@ -25,14 +25,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import highspy
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint
-from scipy.optimize import milp as scipy_milp
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csc_matrix
 
 ON_DEMAND = "on-demand"
 SPOT = "spot"
 UNSERVED_USD_PER_REQUEST = 1e-3  # a request nobody serves costs more than any way of serving it
+# HiGHS limits for ``milp``: stop once the plan is proven within this share of the instance cost of
+# the LP relaxation (an absolute gap: a relative one would be swamped by unavoidable penalties, e.g.
+# demand before anything can boot), and after at most this many branch-and-bound nodes
+# (deterministic work, unlike a time limit; see ``_highs``).
+MIP_GAP_SHARE = 0.01
+MIP_MAX_NODES = 50
+MIP_HEURISTIC_EFFORT = 0.05
 
 
 @dataclass(frozen=True)
@@ -251,7 +257,7 @@ def _terminations_now(inp: PlanInput, s: Schedule) -> tuple[str, ...]:
 
 
 def milp(inp: PlanInput, time_limit_s: float = 5.0) -> Plan:
-    """The exact plan for the cost model of ``evaluate`` (ours).
+    """The optimised plan for the cost model of ``evaluate`` (ours).
 
     Integer variables per pool and step: launches l, alive instances from launches a, kept existing
     running instances k; continuous per step: Lambda rate λ and unserved rate u. Constraints:
@@ -262,26 +268,73 @@ def milp(inp: PlanInput, time_limit_s: float = 5.0) -> Plan:
     serving capacity without it + Lambda's ceiling ≥ spot_cover × demand. Objective: instance-steps ×
     price + λ × step × Lambda's price + u × penalty — so a short spike goes to Lambda when a launch
     (billed through its boot and the minimum) costs more, and the optimiser decides, not a threshold.
+
+    Solved to within 1 % of the LP relaxation's instance cost of the optimum (MIP_GAP_SHARE) within a
+    node limit, from MArk's plan as the start, so never dearer than it. Pools it may launch into: those
+    the LP relaxation launches into, plus per market the smallest pool (integer rounding needs a small
+    unit the LP does not), a restriction for solve time: many pools at near-equal price per capacity
+    make the branch and bound slow for a saving under 1 %. Running pools stay, for keep/terminate
+    decisions. Where MArk's plan over every pool is cheaper and within the risk budget, it is returned.
     """
+    P, H = len(inp.pools), inp.horizon
     dominated = dominated_pools(inp)
-    used = [i for i, p in enumerate(inp.pools) if i not in dominated or any(f.key == p.key for f in inp.fleet)]
-    if len(used) < len(inp.pools):  # solve over the pools that matter, then map back
-        sub = _solve(
-            replace(inp, pools=tuple(inp.pools[i] for i in used)),
-            {j for j, i in enumerate(used) if i in dominated},
-            time_limit_s,
-        )
-        zero = (0,) * inp.horizon
-        rows = {i: j for j, i in enumerate(used)}
+    relaxed = _program(inp, dominated, time_limit_s, integer=False)
+    lp_instance_usd = sum(
+        p.usd_per_hour * inp.step_seconds / 3600.0 * float(relaxed[i][H:].sum()) for i, p in enumerate(inp.pools)
+    )
+    launch = {i for i in range(P) if i not in dominated and relaxed[i][: 2 * H].sum() > 1e-6}
+    for market in (ON_DEMAND, SPOT):
+        small = [i for i, p in enumerate(inp.pools) if p.market == market and i not in dominated]
+        if small:
+            launch.add(min(small, key=lambda i: (inp.pools[i].capacity_rps, inp.pools[i].usd_per_hour, i)))
+    fleet_keys = {f.key for f in inp.fleet}
+    used = sorted(launch | {i for i, p in enumerate(inp.pools) if p.key in fleet_keys})
+    sub = _solve(
+        replace(inp, pools=tuple(inp.pools[i] for i in used)),
+        {j for j, i in enumerate(used) if i not in launch},
+        time_limit_s,
+        abs_gap_usd=MIP_GAP_SHARE * lp_instance_usd,
+    )
+    zero = (0,) * H
+    rows = {i: j for j, i in enumerate(used)}
 
-        def expand(part: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-            return tuple(part[rows[i]] if i in rows else zero for i in range(len(inp.pools)))
+    def expand(part: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+        return tuple(part[rows[i]] if i in rows else zero for i in range(P))
 
-        return evaluate(inp, Schedule(expand(sub.keep), expand(sub.launches), expand(sub.alive_new)), "milp")
-    return evaluate(inp, _solve(inp, dominated, time_limit_s), "milp")
+    plan = evaluate(inp, Schedule(expand(sub.keep), expand(sub.launches), expand(sub.alive_new)), "milp")
+    if any(p.market == ON_DEMAND for p in inp.pools):
+        mark = mark_greedy(inp)
+        if mark.cost.total_usd < plan.cost.total_usd - 1e-12 and all(mark.spot_risk_ok):
+            return replace(mark, planner="milp")
+    return plan
 
 
-def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float) -> Schedule:
+def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float, abs_gap_usd: float = 0.0) -> Schedule:
+    # Start from MArk's plan over the launchable on-demand pools: a feasible schedule (risk-safe, as it
+    # uses no spot), so the solver's answer is never dearer than it, whatever the node limit cuts off.
+    launchable = [i for i, p in enumerate(inp.pools) if p.market == ON_DEMAND and i not in no_launch]
+    start = _greedy_schedule(inp, _greedy_counts(inp, launchable)) if launchable else None
+    x = _program(inp, no_launch, time_limit_s, integer=True, start=start, abs_gap_usd=abs_gap_usd)
+    H, P = inp.horizon, len(inp.pools)
+    x = np.rint(x).astype(int)
+    keep, launch, alive = (x[:, 2 * H :], x[:, :H], x[:, H : 2 * H])
+    return Schedule(
+        keep=tuple(tuple(int(v) for v in keep[i]) for i in range(P)),
+        launches=tuple(tuple(int(v) for v in launch[i]) for i in range(P)),
+        alive_new=tuple(tuple(int(v) for v in alive[i]) for i in range(P)),
+    )
+
+
+def _program(
+    inp: PlanInput,
+    no_launch: set[int],
+    time_limit_s: float,
+    integer: bool,
+    start: Schedule | None = None,
+    abs_gap_usd: float = 0.0,
+) -> np.ndarray:
+    """Build and solve the program; returns per pool the row [l(0..H-1), a(0..H-1), k(0..H-1)] (fractional
+    when ``integer`` is False: the LP relaxation)."""
     H, P, dt = inp.horizon, len(inp.pools), inp.step_seconds
     n_pool_vars = 3 * H  # l, a, k per step
     n = P * n_pool_vars + 4 * H  # + λ, u, the largest spot pool's capacity S and a risk shortfall r per step
@@ -311,7 +364,7 @@ def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float) -> Schedule
     lb = np.zeros(n)
     ub = np.full(n, np.inf)
     integrality = np.zeros(n)
-    integrality[: P * n_pool_vars] = 1
+    integrality[: P * n_pool_vars] = 1 if integer else 0
     max_need = max(inp.demand_rps)
     for i, p in enumerate(inp.pools):
         running = len(inp.existing_running(p))
@@ -383,22 +436,74 @@ def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float) -> Schedule
             const = sum(serving_terms(i, t, p.capacity_rps, terms) for i, p in enumerate(inp.pools))
             add(terms, need - const, np.inf)
 
-    A = coo_matrix((vals, (rows, cols)), shape=(len(lo), n)).tocsr()
-    res = scipy_milp(
-        c,
-        constraints=LinearConstraint(A, np.array(lo), np.array(hi)),
-        integrality=integrality,
-        bounds=Bounds(lb, ub),
-        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-7},
-    )
-    if res.x is None:
-        raise RuntimeError(f"the MILP planner found no plan: {res.message}")
-    x = np.rint(res.x[: P * n_pool_vars]).astype(int)
-    return Schedule(
-        keep=tuple(tuple(int(x[k_(i, t)]) for t in range(H)) for i in range(P)),
-        launches=tuple(tuple(int(x[l_(i, t)]) for t in range(H)) for i in range(P)),
-        alive_new=tuple(tuple(int(x[a_(i, t)]) for t in range(H)) for i in range(P)),
-    )
+    A = coo_matrix((vals, (rows, cols)), shape=(len(lo), n)).tocsc()
+    x0 = None
+    if start is not None:
+        x0 = np.zeros(n)
+        for i in range(P):
+            for t in range(H):
+                x0[l_(i, t)], x0[a_(i, t)], x0[k_(i, t)] = start.launches[i][t], start.alive_new[i][t], start.keep[i][t]
+        # The continuous columns follow from the integer ones: fill each row's slack at its cheapest.
+        for t in range(H):
+            cap = sum(_serving(inp, start, i, t) * p.capacity_rps for i, p in enumerate(inp.pools))
+            gap = max(0.0, inp.demand_rps[t] - cap)
+            x0[lam_(t)] = min(gap, inp.lambda_fn.max_rps)
+            x0[u_(t)] = gap - x0[lam_(t)]
+            spot = [_serving(inp, start, j, t) * inp.pools[j].capacity_rps for j in spot_pools]
+            x0[s_(t)] = max(spot, default=0.0)
+            need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
+            x0[r_(t)] = max(0.0, need - (cap - x0[s_(t)]))
+    x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s, abs_gap_usd)
+    return x[: P * n_pool_vars].reshape(P, n_pool_vars)
+
+
+def _highs(
+    c: np.ndarray,
+    A: csc_matrix,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lb: np.ndarray,
+    ub: np.ndarray,
+    integrality: np.ndarray,
+    x0: np.ndarray | None,
+    time_limit_s: float,
+    abs_gap_usd: float,
+) -> np.ndarray:
+    """Solve with HiGHS directly (highspy): scipy's wrapper cannot take a starting solution or a node limit.
+
+    The node limit (MIP_MAX_NODES) bounds the work deterministically, so the same input gives the same
+    plan on any machine; the time limit is only a safety net. The start (a feasible schedule) means the
+    answer is never worse than it, whatever the limits cut off."""
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("random_seed", 0)
+    h.setOptionValue("mip_rel_gap", 1e-9)
+    h.setOptionValue("mip_abs_gap", max(float(abs_gap_usd), 1e-9))
+    h.setOptionValue("mip_max_nodes", MIP_MAX_NODES)
+    h.setOptionValue("mip_heuristic_effort", MIP_HEURISTIC_EFFORT)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = c, lb, np.where(np.isinf(ub), highspy.kHighsInf, ub)
+    lp.row_lower_ = np.where(np.isinf(lo), -highspy.kHighsInf, lo)
+    lp.row_upper_ = np.where(np.isinf(hi), highspy.kHighsInf, hi)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
+    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = A.shape[1], A.shape[0]
+    kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+    lp.integrality_ = [kinds[int(v)] for v in integrality]
+    h.passModel(lp)
+    if x0 is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = list(x0)
+        sol.value_valid = True
+        h.setSolution(sol)
+    h.run()
+    sol = h.getSolution()
+    if not sol.value_valid:
+        raise RuntimeError(f"the MILP planner found no plan: {h.modelStatusToString(h.getModelStatus())}")
+    return np.asarray(sol.col_value)
 
 
 def dominated_pools(inp: PlanInput) -> set[int]:
@@ -448,11 +553,16 @@ def oracle(inp: PlanInput, true_demand_rps: Sequence[float]) -> Plan:
 
 def mark_greedy(inp: PlanInput) -> Plan:
     """MArk's proactive heuristic (see the module docstring). On-demand pools only, as MArk."""
-    H, dt = inp.horizon, inp.step_seconds
-    P = len(inp.pools)
     candidates = [i for i, p in enumerate(inp.pools) if p.market == ON_DEMAND]
     if not candidates:
         raise ValueError("mark_greedy needs at least one on-demand pool")
+    return evaluate(inp, _greedy_schedule(inp, _greedy_counts(inp, candidates)), "mark_greedy")
+
+
+def _greedy_counts(inp: PlanInput, candidates: list[int]) -> list[list[int]]:
+    """MArk's walk over the forecast: instances per step and pool, adding only into ``candidates``."""
+    H, dt = inp.horizon, inp.step_seconds
+    P = len(inp.pools)
     # The plan: instances per pool per step, starting from what exists (running and booting).
     start = [len(inp.existing_running(p)) + inp.existing_booting(p) for p in inp.pools]
     plan = [list(start) for _ in range(H)]
@@ -498,7 +608,7 @@ def mark_greedy(inp: PlanInput) -> Plan:
                 for s in range(t, t1):
                     plan[s][worst] -= 1
             t = t1
-    return evaluate(inp, _greedy_schedule(inp, plan), "mark_greedy")
+    return plan
 
 
 def _greedy_schedule(inp: PlanInput, plan: list[list[int]]) -> Schedule:
