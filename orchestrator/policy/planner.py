@@ -37,8 +37,15 @@ UNSERVED_USD_PER_REQUEST = 1e-3  # a request nobody serves costs more than any w
 # demand before anything can boot), and after at most this many branch-and-bound nodes
 # (deterministic work, unlike a time limit; see ``_highs``).
 MIP_GAP_SHARE = 0.01
-MIP_MAX_NODES = 50
-MIP_HEURISTIC_EFFORT = 0.05
+MIP_MAX_NODES = 10
+# MArk's plan is the start and the root's cuts close most of the gap: HiGHS's own primal heuristics and
+# root restarts cost 2-4x the solve time on the slow cases for no cheaper plan (benchmarks/planner_speed.py).
+MIP_HEURISTIC_EFFORT = 0.0
+MIP_ALLOW_RESTART = False
+# A safety net, not the budget: where the solve has not finished by then, the best plan found so far is
+# used (never dearer than MArk's plan, the start). A 40 ms budget was tried: on the slow cases it cut
+# the root before its cuts, and plans came out up to 15x dearer than the optimum.
+MIP_TIME_LIMIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -256,7 +263,7 @@ def _terminations_now(inp: PlanInput, s: Schedule) -> tuple[str, ...]:
 # ---- MILP ----------------------------------------------------------------------------------------
 
 
-def milp(inp: PlanInput, time_limit_s: float = 5.0) -> Plan:
+def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
     """The optimised plan for the cost model of ``evaluate`` (ours).
 
     Integer variables per pool and step: launches l, alive instances from launches a, kept existing
@@ -482,6 +489,7 @@ def _highs(
     h.setOptionValue("mip_abs_gap", max(float(abs_gap_usd), 1e-9))
     h.setOptionValue("mip_max_nodes", MIP_MAX_NODES)
     h.setOptionValue("mip_heuristic_effort", MIP_HEURISTIC_EFFORT)
+    h.setOptionValue("mip_allow_restart", MIP_ALLOW_RESTART)
     h.setOptionValue("time_limit", float(time_limit_s))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
@@ -544,7 +552,7 @@ def oracle(inp: PlanInput, true_demand_rps: Sequence[float]) -> Plan:
     """``milp`` with the true future and zero boot lag: a lower bound on any real planner's cost."""
     instant = tuple(replace(p, boot_seconds=0.0) for p in inp.pools)
     fleet = tuple(replace(f, ready_in_s=0.0) for f in inp.fleet)
-    plan = milp(replace(inp, demand_rps=tuple(true_demand_rps), pools=instant, fleet=fleet))
+    plan = milp(replace(inp, demand_rps=tuple(true_demand_rps), pools=instant, fleet=fleet), time_limit_s=5.0)
     return replace(plan, planner="oracle")
 
 
