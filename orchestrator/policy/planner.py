@@ -44,7 +44,7 @@ MIP_HEURISTIC_EFFORT = 0.0
 MIP_ALLOW_RESTART = False
 # A safety net, not the budget: where the solve has not finished by then, the best plan found so far is
 # used (never dearer than MArk's plan, the start). A 40 ms budget was tried: on the slow cases it cut
-# the root before its cuts, and plans came out up to 15x dearer than the optimum.
+# the root before its cuts, and plans came out up to 16x dearer than the optimum.
 MIP_TIME_LIMIT_S = 5.0
 
 
