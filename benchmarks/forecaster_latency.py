@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from predictor.features import HISTORY_MINUTES, History, build_features, rows_of  # noqa: E402
+from predictor.online import OnlineCalibrated  # noqa: E402
 from predictor.runtime import load_forecasters  # noqa: E402
 
 TWITTER = ROOT.parent / "shared" / "traces" / "twitter-2021-08" / "workload.txt"
@@ -39,7 +42,7 @@ def per_second_history() -> tuple[np.ndarray, str]:
     return rng.poisson(60 * (1 + 0.4 * np.sin(2 * np.pi * t / 86400))).astype(float), "synthetic diurnal (no ../shared)"
 
 
-def timed(fn, runs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     for _ in range(50):
         fn()
     ts = np.empty(runs)
@@ -61,7 +64,11 @@ def main() -> int:
     lstm = forecasters[0]
     print(f"history: {where}; model: {args.model}; onnxruntime intra_op_num_threads=1; {args.runs} runs each")
     print(f"{'what':52} {'p50 ms':>8} {'p99 ms':>8}")
-    rows = [(f"{fc.name}: forecast(history) -> [15, 3]", lambda fc=fc: fc.forecast(hist)) for fc in forecasters]
+    rows: list[tuple[str, Callable[[], object]]] = [
+        (f"{fc.name}: forecast(history) -> [15, 3]", partial(fc.forecast, hist)) for fc in forecasters
+    ]
+    online = OnlineCalibrated(lstm)
+    rows.append(("LSTM with online calibration: forecast(history)", lambda: online.forecast(hist)))
     f = build_features(rows_of(hist))
     sess = lstm.sess  # type: ignore[attr-defined]
     feed = {"seq": f.seq, "static": f.static}

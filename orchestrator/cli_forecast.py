@@ -123,11 +123,12 @@ def report_header(trace_desc: str, args: argparse.Namespace, spec: dict, split_d
         "the held-out days only; weights not retrained)",
     }[args.calibration]
     scale = f", rates x{args.scale:g}" if getattr(args, "scale", 1.0) != 1.0 else ""
+    model = Path(args.model).resolve()
+    shown = model.relative_to(ROOT) if model.is_relative_to(ROOT) else model
     lines = [
         f"trace: {trace_desc}{scale}",
         f"held out: last {args.test_days:g} days ({split_desc.split('; ')[-1]})",
-        f"model: {args.model} (trained on {spec['training']['trace'].split(':')[0]}, "
-        f"{spec['training']['date']}); {cal}",
+        f"model: {shown} (trained on {spec['training']['trace'].split(':')[0]}, {spec['training']['date']}); {cal}",
         "pinball loss per quantile divided by the mean true peak at that horizon; 'pin mean' = average over "
         "p50/p90/p99; cov = share of true peaks <= the quantile; MAPE of p50 over minutes with a peak > 0; "
         "under p90 = share of minutes whose true peak exceeds p90. Gap minutes are not scored.",

@@ -144,12 +144,14 @@ def acceptance(results: dict[str, list[Scores]]) -> list[str]:
     model = _find(results, "LSTM")
     if model is None:
         return []
-    lines = ["checks (issue 5: coverage and pinball targets are for Twitter; on another trace, coverage vs peak-hold):"]
+    lines = ["checks (issue 5 sets [Twitter] targets on the Twitter trace, [transfer] targets on another trace):"]
     m = results[model]
     naive = [k for n in NAIVE[:4] if (k := _find(results, n)) is not None]
     cov = [100 * s.coverage[1] for s in m]
     ok = all(87.0 <= c <= 93.0 for c in cov)
-    lines.append(f"p90 coverage 87-93 % at every horizon: {'pass' if ok else 'MISS'} ({min(cov):.1f}-{max(cov):.1f} %)")
+    lines.append(
+        f"[Twitter] p90 coverage 87-93 % at every horizon: {'pass' if ok else 'MISS'} ({min(cov):.1f}-{max(cov):.1f} %)"
+    )
     worst_gain, worst_h = np.inf, 0
     for h in range(3, len(m) + 1):
         best = min(results[n][h - 1].pinball_mean for n in naive)
@@ -158,7 +160,7 @@ def acceptance(results: dict[str, list[Scores]]) -> list[str]:
             worst_gain, worst_h = gain, h
     ok = worst_gain >= 0.15
     lines.append(
-        f"mean pinball >= 15 % below the best of {', '.join(naive)} at every horizon >= 3: "
+        f"[Twitter] mean pinball >= 15 % below the best of {', '.join(naive)} at every horizon >= 3: "
         f"{'pass' if ok else 'MISS'} (smallest margin {100 * worst_gain:.1f} % at h = {worst_h})"
     )
     if (qr_name := _find(results, "quantile regression")) is not None:
@@ -166,7 +168,7 @@ def acceptance(results: dict[str, list[Scores]]) -> list[str]:
         above = [h for h in range(1, len(m) + 1) if m[h - 1].pinball_mean > qr[h - 1].pinball_mean]
         ok = not above
         lines.append(
-            f"mean pinball not above the quantile regression's at any horizon: {'pass' if ok else 'MISS'}"
+            f"[Twitter] mean pinball not above the quantile regression's at any horizon: {'pass' if ok else 'MISS'}"
             + (f" (above at h = {above})" if above else "")
         )
     for name in (_find(results, "peak-hold (cal.)"), _find(results, "peak-hold x1.2 raw")):
@@ -178,7 +180,7 @@ def acceptance(results: dict[str, list[Scores]]) -> list[str]:
         higher = all(a >= b for a, b in zip(cov_m, cov_p, strict=True))
         not_worse = all(a >= min(b, 0.9) - 0.005 for a, b in zip(cov_m, cov_p, strict=True))
         lines.append(
-            f"p90 coverage not worse than {name} (LSTM >= min(its coverage, 90 %) - 0.5 pp at every horizon): "
+            f"[transfer] p90 coverage not worse than {name} (LSTM >= min(its, 90 %) - 0.5 pp at every horizon): "
             f"{'pass' if not_worse else 'MISS'} (LSTM {100 * min(cov_m):.1f}-{100 * max(cov_m):.1f} %, "
             f"{name} {100 * min(cov_p):.1f}-{100 * max(cov_p):.1f} %; at least as high at every horizon: "
             f"{'yes' if higher else 'no'})"
