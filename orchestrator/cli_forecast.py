@@ -171,8 +171,9 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     ev.add_argument(
         "--calibration",
         choices=("static", "online", "trace"),
-        default="static",
-        help="static: factors as fit at training; online: adapted as outcomes arrive (adaptive conformal); "
+        default="online",
+        help="online (default, what a controller runs: predictor.runtime.load_controller_forecaster): factors "
+        "start as fit at training and adapt as outcomes arrive (adaptive conformal); static: as fit at training; "
         "trace: refit on this trace's validation days. Weights are never retrained.",
     )
     ev.add_argument("--gamma", type=float, default=0.01, help="online calibration step (log factor per outcome)")

@@ -320,3 +320,18 @@ def test_online_calibration_run_time_equals_batch_replay() -> None:
     assert (live.factors[:, 1] > 0.8).all()  # p90 factors pushed up by the misses
     cov = (y[100:][valid[100:]] <= batch[100:, :, 1][valid[100:]]).mean()
     assert cov > 0.8
+
+
+def test_controller_forecaster_is_the_shipped_lstm_calibrated_online() -> None:
+    from predictor.online import OnlineCalibrated
+    from predictor.runtime import OnnxForecaster, load_controller_forecaster
+
+    fc = load_controller_forecaster()
+    assert isinstance(fc, OnlineCalibrated) and isinstance(fc.inner, OnnxForecaster)
+    ms = minute_series_from_seconds(synthetic("step", days=2, base=20))
+    start = fc.factors.copy()
+    outs = [fc.forecast(History.from_series(ms, t)) for t in range(1500, 1560)]
+    for out in outs:
+        assert out.shape == (HORIZON, 3) and np.isfinite(out).all()
+        assert (np.diff(out, axis=1) >= 0).all()  # p50 <= p90 <= p99
+    assert not np.allclose(fc.factors, start)  # matured forecasts moved the factors

@@ -413,6 +413,7 @@ def _program(
             into[l_(i, s)] = into.get(l_(i, s), 0.0) - scale
         return scale * inp.existing_booting_ready(p, t)
 
+    terms: dict[int, float]
     for i, p in enumerate(inp.pools):
         hold = inp.hold_steps(p)
         for t in range(H):
@@ -428,7 +429,7 @@ def _program(
                 add({k_(i, t): 1.0, k_(i, t - 1): -1.0}, -np.inf, 0.0)
     spot_pools = [j for j, p in enumerate(inp.pools) if p.market == SPOT]
     for t in range(H):
-        terms: dict[int, float] = {lam_(t): 1.0, u_(t): 1.0}
+        terms = {lam_(t): 1.0, u_(t): 1.0}
         const = sum(serving_terms(i, t, p.capacity_rps, terms) for i, p in enumerate(inp.pools))
         add(terms, inp.demand_rps[t] - const, np.inf)
         need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
