@@ -42,6 +42,7 @@ MIP_MAX_NODES = 10
 # root restarts cost 2-4x the solve time on the slow cases for no cheaper plan (benchmarks/planner_speed.py).
 MIP_HEURISTIC_EFFORT = 0.0
 MIP_ALLOW_RESTART = False
+LP_GUIDED_POOLS = True  # launch only into the pools the LP relaxation launches into (+ the smallest per market)
 # A safety net, not the budget: where the solve has not finished by then, the best plan found so far is
 # used (never dearer than MArk's plan, the start). A 40 ms budget was tried: on the slow cases it cut
 # the root before its cuts, and plans came out up to 16x dearer than the optimum.
@@ -289,7 +290,7 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
     lp_instance_usd = sum(
         p.usd_per_hour * inp.step_seconds / 3600.0 * float(relaxed[i][H:].sum()) for i, p in enumerate(inp.pools)
     )
-    launch = {i for i in range(P) if i not in dominated and relaxed[i][: 2 * H].sum() > 1e-6}
+    launch = {i for i in range(P) if i not in dominated and (relaxed[i][: 2 * H].sum() > 1e-6 or not LP_GUIDED_POOLS)}
     for market in (ON_DEMAND, SPOT):
         small = [i for i, p in enumerate(inp.pools) if p.market == market and i not in dominated]
         if small:
