@@ -281,7 +281,8 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
     node limit, from MArk's plan as the start, so never dearer than it. Pools it may launch into: those
     the LP relaxation launches into, plus per market the smallest pool (integer rounding needs a small
     unit the LP does not), a restriction for solve time: many pools at near-equal price per capacity
-    make the branch and bound slow for a saving under 1 %. Running pools stay, for keep/terminate
+    make the branch and bound slow for a saving of a median 0.2 %, at most ~4 % (benchmarks/
+    planner_speed.py compares with the exact optimum). Running pools stay, for keep/terminate
     decisions. Where MArk's plan over every pool is cheaper and within the risk budget, it is returned.
     """
     P, H = len(inp.pools), inp.horizon
