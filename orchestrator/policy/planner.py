@@ -43,7 +43,6 @@ MIP_MAX_NODES = 10
 # root restarts cost 2-4x the solve time on the slow cases for no cheaper plan (benchmarks/planner_speed.py).
 MIP_HEURISTIC_EFFORT = 0.0
 MIP_ALLOW_RESTART = False
-LP_GUIDED_POOLS = True  # launch only into the pools the LP relaxation launches into (+ the smallest per market)
 # A safety net, not the budget: where the solve has not finished by then, the best plan found so far is
 # used (never dearer than MArk's plan, the start). A 40 ms budget was tried: on the slow cases it cut
 # the root before its cuts, and plans came out up to 16x dearer than the optimum.
@@ -265,7 +264,7 @@ def _terminations_now(inp: PlanInput, s: Schedule) -> tuple[str, ...]:
 # ---- MILP ----------------------------------------------------------------------------------------
 
 
-def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
+def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S, *, exact: bool = False) -> Plan:
     """The optimised plan for the cost model of ``evaluate`` (ours).
 
     Integer variables per pool and step: launches l, alive instances from launches a, kept existing
@@ -285,14 +284,19 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
     make the branch and bound slow for a saving of a median 0.2 %, at most ~4 % (benchmarks/
     planner_speed.py compares with the exact optimum). Running pools stay, for keep/terminate
     decisions. Where MArk's plan over every pool is cheaper and within the risk budget, it is returned.
+
+    ``exact``: none of these restrictions (every spot pool, every non-dominated pool, a 1e-7 gap, no node
+    limit): seconds instead of milliseconds, for the oracle and for measuring what the restrictions cost.
     """
+    if exact:
+        inp = replace(inp, max_spot_pools=len(inp.pools))
     P, H = len(inp.pools), inp.horizon
     dominated = dominated_pools(inp)
     relaxed = _program(inp, dominated, time_limit_s, integer=False)
     lp_instance_usd = sum(
         p.usd_per_hour * inp.step_seconds / 3600.0 * float(relaxed[i][H:].sum()) for i, p in enumerate(inp.pools)
     )
-    launch = {i for i in range(P) if i not in dominated and (relaxed[i][: 2 * H].sum() > 1e-6 or not LP_GUIDED_POOLS)}
+    launch = {i for i in range(P) if i not in dominated and (exact or relaxed[i][: 2 * H].sum() > 1e-6)}
     for market in (ON_DEMAND, SPOT):
         small = [i for i, p in enumerate(inp.pools) if p.market == market and i not in dominated]
         if small:
@@ -303,7 +307,8 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
         replace(inp, pools=tuple(inp.pools[i] for i in used)),
         {j for j, i in enumerate(used) if i not in launch},
         time_limit_s,
-        abs_gap_usd=MIP_GAP_SHARE * lp_instance_usd,
+        abs_gap_usd=(1e-7 if exact else MIP_GAP_SHARE) * lp_instance_usd,
+        max_nodes=10**9 if exact else MIP_MAX_NODES,
     )
     zero = (0,) * H
     rows = {i: j for j, i in enumerate(used)}
@@ -319,12 +324,12 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S) -> Plan:
     return plan
 
 
-def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float, abs_gap_usd: float = 0.0) -> Schedule:
+def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float, abs_gap_usd: float, max_nodes: int) -> Schedule:
     # Start from MArk's plan over the launchable on-demand pools: a feasible schedule (risk-safe, as it
     # uses no spot), so the solver's answer is never dearer than it, whatever the node limit cuts off.
     launchable = [i for i, p in enumerate(inp.pools) if p.market == ON_DEMAND and i not in no_launch]
     start = _greedy_schedule(inp, _greedy_counts(inp, launchable)) if launchable else None
-    x = _program(inp, no_launch, time_limit_s, integer=True, start=start, abs_gap_usd=abs_gap_usd)
+    x = _program(inp, no_launch, time_limit_s, integer=True, start=start, abs_gap_usd=abs_gap_usd, max_nodes=max_nodes)
     H, P = inp.horizon, len(inp.pools)
     x = np.rint(x).astype(int)
     keep, launch, alive = (x[:, 2 * H :], x[:, :H], x[:, H : 2 * H])
@@ -342,6 +347,7 @@ def _program(
     integer: bool,
     start: Schedule | None = None,
     abs_gap_usd: float = 0.0,
+    max_nodes: int = MIP_MAX_NODES,
 ) -> np.ndarray:
     """Build and solve the program; returns per pool the row [l(0..H-1), a(0..H-1), k(0..H-1)] (fractional
     when ``integer`` is False: the LP relaxation)."""
@@ -464,7 +470,7 @@ def _program(
             x0[s_(t)] = max(spot, default=0.0)
             need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
             x0[r_(t)] = max(0.0, need - (cap - x0[s_(t)]))
-    x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s, abs_gap_usd)
+    x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s, abs_gap_usd, max_nodes)
     return x[: P * n_pool_vars].reshape(P, n_pool_vars)
 
 
@@ -479,6 +485,7 @@ def _highs(
     x0: np.ndarray | None,
     time_limit_s: float,
     abs_gap_usd: float,
+    max_nodes: int,
 ) -> np.ndarray:
     """Solve with HiGHS directly (highspy): scipy's wrapper cannot take a starting solution or a node limit.
 
@@ -491,7 +498,7 @@ def _highs(
     h.setOptionValue("random_seed", 0)
     h.setOptionValue("mip_rel_gap", 1e-9)
     h.setOptionValue("mip_abs_gap", max(float(abs_gap_usd), 1e-9))
-    h.setOptionValue("mip_max_nodes", MIP_MAX_NODES)
+    h.setOptionValue("mip_max_nodes", int(max_nodes))
     h.setOptionValue("mip_heuristic_effort", MIP_HEURISTIC_EFFORT)
     h.setOptionValue("mip_allow_restart", MIP_ALLOW_RESTART)
     h.setOptionValue("time_limit", float(time_limit_s))
@@ -556,7 +563,7 @@ def oracle(inp: PlanInput, true_demand_rps: Sequence[float]) -> Plan:
     """``milp`` with the true future and zero boot lag: a lower bound on any real planner's cost."""
     instant = tuple(replace(p, boot_seconds=0.0) for p in inp.pools)
     fleet = tuple(replace(f, ready_in_s=0.0) for f in inp.fleet)
-    plan = milp(replace(inp, demand_rps=tuple(true_demand_rps), pools=instant, fleet=fleet), time_limit_s=5.0)
+    plan = milp(replace(inp, demand_rps=tuple(true_demand_rps), pools=instant, fleet=fleet), 60.0, exact=True)
     return replace(plan, planner="oracle")
 
 
