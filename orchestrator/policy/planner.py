@@ -39,10 +39,13 @@ UNSERVED_USD_PER_REQUEST = 1e-3  # a request nobody serves costs more than any w
 # (deterministic work, unlike a time limit; see ``_highs``).
 MIP_GAP_SHARE = 0.01
 MIP_MAX_NODES = 10
-# MArk's plan is the start and the root's cuts close most of the gap: HiGHS's own primal heuristics and
-# root restarts cost 2-4x the solve time on the slow cases for no cheaper plan (benchmarks/planner_speed.py).
+# MArk's plan is the start and the root's cuts close most of the gap. Measured on the slow cases
+# (benchmarks/planner_speed.py): HiGHS's general heuristic effort and root restarts cost 2-4x the solve
+# time for no cheaper plan, and so do RINS, RENS and feasibility jump (p99 1.3 -> 0.5 s, same plans);
+# the root reduced-cost heuristic stays: without it plans came out up to 2.3x dearer.
 MIP_HEURISTIC_EFFORT = 0.0
 MIP_ALLOW_RESTART = False
+MIP_HEURISTICS_OFF = ("mip_heuristic_run_rins", "mip_heuristic_run_rens", "mip_heuristic_run_feasibility_jump")
 # A safety net, not the budget: where the solve has not finished by then, the best plan found so far is
 # used (never dearer than MArk's plan, the start). A 40 ms budget was tried: on the slow cases it cut
 # the root before its cuts, and plans came out up to 16x dearer than the optimum.
@@ -501,6 +504,8 @@ def _highs(
     h.setOptionValue("mip_max_nodes", int(max_nodes))
     h.setOptionValue("mip_heuristic_effort", MIP_HEURISTIC_EFFORT)
     h.setOptionValue("mip_allow_restart", MIP_ALLOW_RESTART)
+    for option in MIP_HEURISTICS_OFF:
+        h.setOptionValue(option, False)
     h.setOptionValue("time_limit", float(time_limit_s))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
