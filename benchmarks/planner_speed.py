@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.capacity import plan_pools  # noqa: E402
+from orchestrator.capacity import capacity_table  # noqa: E402
 from orchestrator.catalog import load_catalog  # noqa: E402
 from orchestrator.policy.planner import (  # noqa: E402
     ON_DEMAND,
@@ -119,7 +119,7 @@ def main() -> None:
     print("planner solve time (milp: HiGHS via highspy, 1 thread)")
     run(
         "mobilenet_v2 capacities at SLO (200 ms, 98 %)",
-        plan_pools("mobilenet_v2", cat, 200.0, 0.98),
+        tuple(r.pool() for r in capacity_table("mobilenet_v2", cat, 200.0, 0.98)),
         args.cases,
         args.exact,
     )

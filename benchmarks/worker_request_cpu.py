@@ -23,18 +23,16 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import math
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from worker_throughput import Layout, WorkerUnderTest, closed_loop, ensure_model  # noqa: E402
+from worker_throughput import Layout, WorkerUnderTest, batch_rows, closed_loop, ensure_model  # noqa: E402
 
 from inference.repository import ModelRepository  # noqa: E402
 from inference.runtime import OnnxModel  # noqa: E402
@@ -50,35 +48,20 @@ def main_thread_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def new_compute_s(admin_port: int, name: str, after_id: int) -> tuple[float, int, int]:
-    """onnxruntime compute time summed over the batches with an id above ``after_id``, their count and the
-    last id. The worker keeps its last 2048 batch records, so the caller reads them at least once a second."""
-    url = f"http://127.0.0.1:{admin_port}/internal/models/{name}/batches?limit=1000000"
-    with urllib.request.urlopen(url) as r:
-        recs = [rec for rec in json.loads(r.read())["batches"] if int(rec["batch_id"]) > after_id]
-    last = max((int(rec["batch_id"]) for rec in recs), default=after_id)
-    return sum(float(rec["compute_s"]) for rec in recs), len(recs), last
-
-
 def measure(repo: ModelRepository, name: str, batch: int, seconds: float) -> dict[str, float]:
     worker = WorkerUnderTest(repo, name, batch, Layout(1, 1), extra={"spin": False})
     try:
         sample = synthetic_input(OnnxModel(repo.onnx_path(name)), 1)
         asyncio.run(closed_loop(worker.port, name, sample, 2 * batch, 1.0, 2.0))  # warm-up
-        _, _, last = new_compute_s(worker.admin_port, name, -1)
         # What the idle event loop burns (timers, polls) is not per-request work: measure it, subtract it.
         idle0, i0 = main_thread_cpu_s(worker.proc.pid), time.perf_counter()
         time.sleep(2.0)
         idle_rate = (main_thread_cpu_s(worker.proc.pid) - idle0) / (time.perf_counter() - i0)
-        cpu0, comp, batches, done, errors = main_thread_cpu_s(worker.proc.pid), 0.0, 0, 0, 0
-        t0 = time.perf_counter()
-        for _ in range(math.ceil(seconds)):  # one-second chunks, so no batch record is overwritten unread
-            n, _, err = asyncio.run(closed_loop(worker.port, name, sample, 2 * batch, 0.0, 1.0))
-            time.sleep(0.05)  # let the chunk's last batches be recorded
-            c, k, last = new_compute_s(worker.admin_port, name, last)
-            done, errors, comp, batches = done + n, errors + err, comp + c, batches + k
+        cpu0, t0 = main_thread_cpu_s(worker.proc.pid), time.perf_counter()
+        done, _, errors = asyncio.run(closed_loop(worker.port, name, sample, 2 * batch, 0.0, seconds))
         wall = time.perf_counter() - t0
         cpu = main_thread_cpu_s(worker.proc.pid) - cpu0 - idle_rate * wall
+        mean_batch = batch_rows(worker.admin_port, name)  # over the worker's last 2048 batches
     finally:
         worker.stop()
     if done == 0 or errors:
@@ -87,8 +70,7 @@ def measure(repo: ModelRepository, name: str, batch: int, seconds: float) -> dic
         "requests": done,
         "wall_s": wall,
         "event_loop_cpu_s": cpu,
-        "compute_s": comp,
-        "batches": batches,
+        "mean_batch": mean_batch,
         "idle_cpu_share": idle_rate,
         "cpu_per_request_ms": max(cpu, 0.0) / done * 1e3,
     }
@@ -105,7 +87,7 @@ def main() -> None:
     args = p.parse_args()
     repo = ModelRepository(args.repo)
     print(f"worker CPU per request outside onnxruntime: {cpu_model()}, {os.cpu_count()} cores, batch {args.batch}")
-    print(f"{'model':20} {'requests':>9} {'req/s':>8} {'batches':>8} {'cpu ms/req':>10}  (median of rounds)")
+    print(f"{'model':20} {'requests':>9} {'req/s':>8} {'mean batch':>10} {'cpu ms/req':>10}  (median of rounds)")
     for name in args.models:
         ensure_model(repo, name)
         runs = sorted(
@@ -115,7 +97,7 @@ def main() -> None:
         r = runs[len(runs) // 2]
         per_round = ", ".join(f"{x['cpu_per_request_ms']:.3f}" for x in runs)
         print(
-            f"{name:20} {r['requests']:>9.0f} {r['requests'] / r['wall_s']:>8.0f} {r['batches']:>8.0f} "
+            f"{name:20} {r['requests']:>9.0f} {r['requests'] / r['wall_s']:>8.0f} {r['mean_batch']:>10.1f} "
             f"{r['cpu_per_request_ms']:>10.3f}  (rounds: {per_round})"
         )
         if args.write:

@@ -45,11 +45,11 @@ class CapacityRow:
     method: str  # how that profile was obtained or derived
     model: str
     slots: int
-    inference_rps: float = math.inf  # capacity at SLO from T(b) alone, before the host CPU per request
-    request_cpu_ms: float | None = None  # host CPU per request outside onnxruntime; None: not measured
+    inference_rps: float  # capacity at SLO from T(b) alone, before the host CPU per request
+    request_cpu_ms: float | None  # host CPU per request outside onnxruntime; None: not measured
 
     def pool(self) -> PoolOption:
-        """The planner's view of this row."""
+        """The planner's view of this row: ``tuple(r.pool() for r in capacity_table(...))`` are its pools."""
         return PoolOption(self.instance_type, self.market, self.usd_per_hour, self.boot_seconds, self.capacity_rps)
 
 
@@ -139,23 +139,6 @@ def capacity_table(
     return list(
         capacity_report(model, catalog, rt_max_ms, sl_min, epsilon_ms, types=types, profiles_dir=profiles_dir).rows
     )
-
-
-def plan_pools(
-    model: str,
-    catalog: Catalog,
-    rt_max_ms: float,
-    sl_min: float,
-    epsilon_ms: float = DEFAULT_EPSILON_MS,
-    *,
-    types: Iterable[str] | None = None,
-    markets: Iterable[str] = MARKETS,
-    profiles_dir: Path | None = None,
-) -> tuple[PoolOption, ...]:
-    """The planner's pools for ``model``: one per feasible (type, market), capacity at SLO from the profiles."""
-    wanted = set(markets)
-    rows = capacity_table(model, catalog, rt_max_ms, sl_min, epsilon_ms, types=types, profiles_dir=profiles_dir)
-    return tuple(r.pool() for r in rows if r.market in wanted)
 
 
 def _row(

@@ -465,12 +465,12 @@ def _program(
                 x0[l_(i, t)], x0[a_(i, t)], x0[k_(i, t)] = start.launches[i][t], start.alive_new[i][t], start.keep[i][t]
         # The continuous columns follow from the integer ones: fill each row's slack at its cheapest.
         for t in range(H):
-            cap = sum(_serving(inp, start, i, t) * p.capacity_rps for i, p in enumerate(inp.pools))
+            caps = [_serving(inp, start, i, t) * p.capacity_rps for i, p in enumerate(inp.pools)]
+            cap = sum(caps)
             gap = max(0.0, inp.demand_rps[t] - cap)
             x0[lam_(t)] = min(gap, inp.lambda_fn.max_rps)
             x0[u_(t)] = gap - x0[lam_(t)]
-            spot = [_serving(inp, start, j, t) * inp.pools[j].capacity_rps for j in spot_pools]
-            x0[s_(t)] = max(spot, default=0.0)
+            x0[s_(t)] = max((caps[j] for j in spot_pools), default=0.0)
             need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
             x0[r_(t)] = max(0.0, need - (cap - x0[s_(t)]))
     x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s, abs_gap_usd, max_nodes)
