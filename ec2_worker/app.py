@@ -58,10 +58,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
 
-def _tensor_meta(specs: tuple) -> list[dict]:
-    return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in specs]
-
-
 def create_public_app(state: WorkerState) -> InferRoute:
     """FastAPI for health, metadata and metrics, behind the plain-ASGI infer route (the hot path)."""
     app = FastAPI(title="mark ec2 worker", docs_url=None, redoc_url=None, openapi_url=None)
@@ -87,15 +83,15 @@ def create_public_app(state: WorkerState) -> InferRoute:
     async def model_metadata(model: str, version: str = VERSION) -> Response:
         sm = state.get(model)
         check_version(model, version)
-        return JSONResponse(
-            {
-                "name": model,
-                "versions": [VERSION],
-                "platform": "onnxruntime_onnx",
-                "inputs": [t.to_json() for t in sm.card.inputs],
-                "outputs": [t.to_json() for t in sm.card.outputs],
-            }
-        )
+        return JSONResponse(sm.card.kserve_metadata(VERSION))
+
+    @app.get("/v2/models/{model}/config")
+    @app.get("/v2/models/{model}/versions/{version}/config")
+    async def model_config(model: str, version: str = VERSION) -> Response:
+        sm = state.get(model)
+        check_version(model, version)
+        cfg = sm.batcher.config if sm.batcher is not None else state.settings  # loading: as configured
+        return JSONResponse(sm.card.triton_config(cfg.max_batch_size, cfg.batch_timeout_ms))
 
     @app.get("/v2/models/{model}/ready")
     @app.get("/v2/models/{model}/versions/{version}/ready")

@@ -16,6 +16,8 @@ from typing import Any
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
 
+PLATFORM = "onnxruntime_onnx"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -71,6 +73,34 @@ class ModelCard:
         """The accuracy to plan with: the published figure when there is one, else the measured one."""
         published = [a for a in self.accuracy if a.source == "published"]
         return (published or list(self.accuracy))[0].value if self.accuracy else 0.0
+
+    def kserve_metadata(self, version: str = "1") -> dict[str, Any]:
+        """The KServe v2 model metadata answer (``GET /v2/models/{name}``)."""
+        return {
+            "name": self.name,
+            "versions": [version],
+            "platform": PLATFORM,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
+
+    def triton_config(self, max_batch_size: int, batch_timeout_ms: float) -> dict[str, Any]:
+        """Triton's model configuration (``GET /v2/models/{name}/config``), which Triton tools such as
+        perf_analyzer read to learn the batch axis: dims leave out the batch axis, as Triton's do."""
+
+        def tensor(t: TensorSpec) -> dict[str, Any]:
+            dtype = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
+            return {"name": t.name, "data_type": dtype, "dims": list(t.shape[1:])}
+
+        return {
+            "name": self.name,
+            "platform": PLATFORM,
+            "backend": "onnxruntime",
+            "max_batch_size": max_batch_size,
+            "input": [tensor(t) for t in self.inputs],
+            "output": [tensor(t) for t in self.outputs],
+            "dynamic_batching": {"max_queue_delay_microseconds": round(batch_timeout_ms * 1000)},
+        }
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

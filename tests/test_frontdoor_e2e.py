@@ -84,6 +84,8 @@ def test_tritonclient_through_the_front_door(stack: StackThread, binary: bool) -
     client = httpclient.InferenceServerClient(stack.url)
     assert client.is_server_ready() and client.is_model_ready("digits_mlp_small")
     assert client.get_model_metadata("digits_mlp_small")["inputs"][0]["shape"] == [-1, 64]
+    cfg = client.get_model_config("digits_mlp_small")  # the batching every instance is started with
+    assert (cfg["max_batch_size"], cfg["input"][0]["dims"]) == (stack.config.max_batch, [64])
     inp = httpclient.InferInput("input", [32, 64], "FP32")
     inp.set_data_from_numpy(x_test[:32], binary_data=binary)
     out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)

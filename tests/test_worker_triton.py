@@ -29,6 +29,25 @@ def test_health_and_metadata(worker) -> None:  # type: ignore[no-untyped-def]
     assert not client.is_model_ready("no_such_model")
 
 
+def test_triton_model_config_follows_the_batcher(worker) -> None:  # type: ignore[no-untyped-def]
+    # Triton tools (perf_analyzer, the client's get_model_config) read the batch axis from here.
+    import httpx
+
+    client = httpclient.InferenceServerClient(worker.url)
+    cfg = client.get_model_config("digits_mlp_small")
+    assert cfg["max_batch_size"] == 8
+    assert cfg["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [64]}]
+    assert cfg["output"] == [{"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]}]
+    assert cfg["dynamic_batching"] == {"max_queue_delay_microseconds": 2000}
+    r = httpx.put(f"{worker.admin_url}/internal/models/digits_mlp_small/batching", json={"max_batch_size": 32})
+    assert r.status_code == 200
+    assert client.get_model_config("digits_mlp_small")["max_batch_size"] == 32
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+        client.get_model_config("nope")
+    with pytest.raises(InferenceServerException, match="no version '2'"):
+        client.get_model_config("digits_mlp_small", model_version="2")
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_infer_json_and_binary_classifies_real_digits(worker, binary: bool) -> None:  # type: ignore[no-untyped-def]
     _, x_test, _, y_test = load_split()

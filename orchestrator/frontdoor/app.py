@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ec2_worker.app_state import check_version
 from ec2_worker.infer_route import INFER_PATH
 from ec2_worker.metrics import Counter, Gauge
 from inference.asgi import ClientDisconnected, Receive, Scope, Send, error_response, header, read_body, respond
+from inference.cards import ModelCard
 from inference.codec import HEADER_LENGTH
-from inference.errors import InferenceError
+from inference.errors import InferenceError, ModelNotFound
 from inference.repository import ModelRepository
 from orchestrator.frontdoor.dispatcher import Dispatcher
 
@@ -113,16 +114,13 @@ class FrontDoor:
         @app.get("/v2/models/{model}")
         @app.get("/v2/models/{model}/versions/{version}")
         async def model_metadata(model: str, version: str = "1") -> Response:
-            card = self._card(model)
-            return JSONResponse(
-                {
-                    "name": model,
-                    "versions": ["1"],
-                    "platform": "onnxruntime_onnx",
-                    "inputs": [t.to_json() for t in card.inputs],
-                    "outputs": [t.to_json() for t in card.outputs],
-                }
-            )
+            return JSONResponse(self._card(model, version).kserve_metadata())
+
+        @app.get("/v2/models/{model}/config")
+        @app.get("/v2/models/{model}/versions/{version}/config")
+        async def model_config(model: str, version: str = "1") -> Response:
+            cfg = d.config  # what every instance is started with
+            return JSONResponse(self._card(model, version).triton_config(cfg.max_batch, cfg.batch_timeout_ms))
 
         @app.get("/v2/models/{model}/ready")
         async def model_ready(model: str) -> Response:
@@ -136,11 +134,10 @@ class FrontDoor:
 
         return app
 
-    def _card(self, model: str) -> Any:
+    def _card(self, model: str, version: str = "1") -> ModelCard:
         if model not in self.models:
-            from inference.errors import ModelNotFound
-
             raise ModelNotFound(f"unknown model {model!r}; this deployment serves {sorted(self.models)}")
+        check_version(model, version)
         return self.repo.card(model)
 
     def render_metrics(self) -> str:
