@@ -15,9 +15,11 @@ from inference.codec import decode_response, encode_request
 pytestmark = pytest.mark.slow
 
 # The batcher records when a batch was due (its decision) and when it actually went (after the
-# event loop woke up). The decision is checked exactly; the wake-up lag only against a loose bound
-# that catches a batcher that sleeps through its timer, not a busy 2-core machine.
-MAX_LOOP_LAG_S = 0.1
+# event loop woke up). The decision is checked exactly, batch by batch. The wake-up lag depends on
+# the machine's load, so it is checked in aggregate: the median catches a batcher that sleeps
+# through its timers, and one slow wake-up on a busy CI machine does not fail the test.
+MEDIAN_LOOP_LAG_S = 0.005
+MAX_LOOP_LAG_S = 1.0
 
 
 def metric(worker, name: str, model: str = "digits_mlp_small") -> float:  # type: ignore[no-untyped-def]
@@ -79,6 +81,8 @@ def test_concurrent_requests_are_batched_and_no_batch_outwaits_its_timeout(start
         assert r["due_at"] <= r["dispatched_at"] <= held_until + MAX_LOOP_LAG_S, r
         if r["reason"] == "timeout":
             assert r["due_at"] == pytest.approx(r["timeout_at"]), r
+    lags = sorted(r["dispatched_at"] - r["due_at"] for r in recs)
+    assert lags[len(lags) // 2] <= MEDIAN_LOOP_LAG_S, lags
 
 
 def test_batch_size_and_timeout_change_at_run_time_through_the_internal_port_only(start_worker) -> None:  # type: ignore[no-untyped-def]
