@@ -25,30 +25,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import highspy
 import numpy as np
 from scipy.sparse import coo_matrix, csc_matrix
 
+from orchestrator.policy import fleet_dp
+
 ON_DEMAND = "on-demand"
 SPOT = "spot"
 UNSERVED_USD_PER_REQUEST = 1e-3  # a request nobody serves costs more than any way of serving it
-# HiGHS limits for ``milp``: stop once the plan is proven within this share of the instance cost of
-# the LP relaxation (an absolute gap: a relative one would be swamped by unavoidable penalties, e.g.
-# demand before anything can boot), and after at most this many branch-and-bound nodes
-# (deterministic work, unlike a time limit; see ``_highs``).
-MIP_GAP_SHARE = 0.01
-MIP_MAX_NODES = 10
-# MArk's plan is the start and the root's cuts close most of the gap. Measured on the slow cases
-# (benchmarks/planner_speed.py): HiGHS's general heuristic effort and root restarts cost 2-4x the solve
-# time for no cheaper plan, and so do RINS, RENS and feasibility jump (p99 1.3 -> 0.5 s, same plans);
-# the root reduced-cost heuristic stays: without it plans came out up to 2.3x dearer.
-MIP_HEURISTIC_EFFORT = 0.0
-MIP_ALLOW_RESTART = False
-MIP_HEURISTICS_OFF = ("mip_heuristic_run_rins", "mip_heuristic_run_rens", "mip_heuristic_run_feasibility_jump")
-# A safety net, not the budget: where the solve has not finished by then, the best plan found so far is
-# used (never dearer than MArk's plan, the start). A 40 ms budget was tried: on the slow cases it cut
-# the root before its cuts, and plans came out up to 16x dearer than the optimum.
+# A safety net for HiGHS (the LP takes milliseconds; branch and bound in ``exact`` mode, seconds):
+# where it has not finished by then, the best plan found so far is used (never dearer than MArk's).
 MIP_TIME_LIMIT_S = 5.0
 
 
@@ -143,19 +132,26 @@ class PlanInput:
         """Steps a launch stays alive at least: its boot, and EC2's minimum billing."""
         return max(self.lag_steps(pool), math.ceil(self.min_billed_seconds / self.step_seconds - 1e-9), 1)
 
+    @cached_property
+    def _usable_fleet(self) -> dict[tuple[str, str], list[FleetInstance]]:
+        """The fleet by pool, interrupted instances left out (never counted on). Computed once: the
+        planners ask per pool and step."""
+        out: dict[tuple[str, str], list[FleetInstance]] = {}
+        for f in self.fleet:
+            if not f.interrupted:
+                out.setdefault(f.key, []).append(f)
+        return out
+
     def existing_running(self, pool: PoolOption) -> list[FleetInstance]:
-        return [f for f in self.fleet if f.key == pool.key and f.ready_in_s <= 0 and not f.interrupted]
+        return [f for f in self._usable_fleet.get(pool.key, ()) if f.ready_in_s <= 0]
 
     def existing_booting_ready(self, pool: PoolOption, t: int) -> int:
         """Instances of ``pool`` launched before now, still booting, that serve by step ``t``."""
-        return sum(
-            1
-            for f in self.fleet
-            if f.key == pool.key and f.ready_in_s > 0 and not f.interrupted and f.ready_in_s <= t * self.step_seconds
-        )
+        limit = t * self.step_seconds
+        return sum(1 for f in self._usable_fleet.get(pool.key, ()) if 0 < f.ready_in_s <= limit)
 
     def existing_booting(self, pool: PoolOption) -> int:
-        return sum(1 for f in self.fleet if f.key == pool.key and f.ready_in_s > 0 and not f.interrupted)
+        return sum(1 for f in self._usable_fleet.get(pool.key, ()) if f.ready_in_s > 0)
 
 
 @dataclass(frozen=True)
@@ -270,8 +266,8 @@ def _terminations_now(inp: PlanInput, s: Schedule) -> tuple[str, ...]:
 def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S, *, exact: bool = False) -> Plan:
     """The optimised plan for the cost model of ``evaluate`` (ours).
 
-    Integer variables per pool and step: launches l, alive instances from launches a, kept existing
-    running instances k; continuous per step: Lambda rate λ and unserved rate u. Constraints:
+    The model: integer variables per pool and step: launches l, alive instances from launches a, kept
+    existing running instances k; continuous per step: Lambda rate λ and unserved rate u. Constraints:
     a[t] ≤ a[t-1] + l[t] (terminate any time), a[t] ≥ launches of the last max(boot, 60 s) steps
     (a launch is billed from launch and held through its boot and EC2's minimum), k non-increasing
     from the running count, serving = k + booted existing + a − still-booting launches;
@@ -280,46 +276,45 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S, *, exact: bool 
     price + λ × step × Lambda's price + u × penalty — so a short spike goes to Lambda when a launch
     (billed through its boot and the minimum) costs more, and the optimiser decides, not a threshold.
 
-    Solved to within 1 % of the LP relaxation's instance cost of the optimum (MIP_GAP_SHARE) within a
-    node limit, from MArk's plan as the start, so never dearer than it. Pools it may launch into: those
-    the LP relaxation launches into, plus per market the smallest pool (integer rounding needs a small
-    unit the LP does not), a restriction for solve time: many pools at near-equal price per capacity
-    make the branch and bound slow for a saving of a median 0.2 %, at most ~4 % (benchmarks/
-    planner_speed.py compares with the exact optimum). Running pools stay, for keep/terminate
-    decisions. Where MArk's plan over every pool is cheaper and within the risk budget, it is returned.
+    How it is solved: HiGHS solves the LP relaxation (milliseconds); ``fleet_dp`` then finds, exactly,
+    the cheapest integer plan among a few candidate counts per pool and step around the LP's values
+    (a dynamic program over time, since the only link between steps is the boot of a launch). Branch
+    and bound on this model spent 0.1-1 s in root cuts on the cases that matter (lumpy GPU capacity,
+    a binding spot risk budget) and still stopped at a 1 % gap; the program takes milliseconds and on
+    those cases finds cheaper plans. Where MArk's plan over every pool is cheaper and within the risk
+    budget, it is returned, so the plan is never dearer than MArk's. benchmarks/planner_speed.py
+    measures the distance to the exact optimum.
 
-    ``exact``: none of these restrictions (every spot pool, every non-dominated pool, a 1e-7 gap, no node
-    limit): seconds instead of milliseconds, for the oracle and for measuring what the restrictions cost.
+    ``exact``: branch and bound over every pool no other replicates for less, to a 1e-7 gap (seconds
+    instead of milliseconds), from MArk's plan as the start: the oracle, and the benchmark's yardstick.
     """
     if exact:
-        inp = replace(inp, max_spot_pools=len(inp.pools))
-    P, H = len(inp.pools), inp.horizon
+        return _exact(inp, time_limit_s)
+    P = len(inp.pools)
     dominated = dominated_pools(inp)
     relaxed = _program(inp, dominated, time_limit_s, integer=False)
-    lp_instance_usd = sum(
-        p.usd_per_hour * inp.step_seconds / 3600.0 * float(relaxed[i][H:].sum()) for i, p in enumerate(inp.pools)
-    )
-    launch = {i for i in range(P) if i not in dominated and (exact or relaxed[i][: 2 * H].sum() > 1e-6)}
-    for market in (ON_DEMAND, SPOT):
+    used = {i for i in range(P) if i not in dominated and relaxed[i].sum() > 1e-6}
+    for market in (ON_DEMAND, SPOT):  # integer rounding may need a small unit the LP does not use
         small = [i for i, p in enumerate(inp.pools) if p.market == market and i not in dominated]
         if small:
-            launch.add(min(small, key=lambda i: (inp.pools[i].capacity_rps, inp.pools[i].usd_per_hour, i)))
+            used.add(min(small, key=lambda i: (inp.pools[i].capacity_rps, inp.pools[i].usd_per_hour, i)))
     fleet_keys = {f.key for f in inp.fleet}
-    used = sorted(launch | {i for i, p in enumerate(inp.pools) if p.key in fleet_keys})
-    sub = _solve(
-        replace(inp, pools=tuple(inp.pools[i] for i in used)),
-        {j for j, i in enumerate(used) if i not in launch},
-        time_limit_s,
-        abs_gap_usd=(1e-7 if exact else MIP_GAP_SHARE) * lp_instance_usd,
-        max_nodes=10**9 if exact else MIP_MAX_NODES,
+    pools = sorted(used | {i for i, p in enumerate(inp.pools) if p.key in fleet_keys})
+    dt = inp.step_seconds
+    need = [inp.spot_cover * d - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0 for d in inp.demand_rps]
+    counts = fleet_dp.best_fleet(
+        [_dp_pool(inp, i, relaxed[i]) for i in pools],
+        inp.demand_rps,
+        inp.lambda_fn.max_rps,
+        dt * inp.lambda_fn.usd_per_request,
+        dt * UNSERVED_USD_PER_REQUEST,
+        need,
     )
-    zero = (0,) * H
-    rows = {i: j for j, i in enumerate(used)}
+    plan = evaluate(inp, _schedule_from_serving(inp, dict(zip(pools, counts, strict=True))), "milp")
+    return _never_dearer_than_mark(inp, plan)
 
-    def expand(part: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-        return tuple(part[rows[i]] if i in rows else zero for i in range(P))
 
-    plan = evaluate(inp, Schedule(expand(sub.keep), expand(sub.launches), expand(sub.alive_new)), "milp")
+def _never_dearer_than_mark(inp: PlanInput, plan: Plan) -> Plan:
     if any(p.market == ON_DEMAND for p in inp.pools):
         mark = mark_greedy(inp)
         if mark.cost.total_usd < plan.cost.total_usd - 1e-12 and all(mark.spot_risk_ok):
@@ -327,20 +322,74 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S, *, exact: bool 
     return plan
 
 
-def _solve(inp: PlanInput, no_launch: set[int], time_limit_s: float, abs_gap_usd: float, max_nodes: int) -> Schedule:
-    # Start from MArk's plan over the launchable on-demand pools: a feasible schedule (risk-safe, as it
-    # uses no spot), so the solver's answer is never dearer than it, whatever the node limit cuts off.
-    launchable = [i for i, p in enumerate(inp.pools) if p.market == ON_DEMAND and i not in no_launch]
-    start = _greedy_schedule(inp, _greedy_counts(inp, launchable)) if launchable else None
-    x = _program(inp, no_launch, time_limit_s, integer=True, start=start, abs_gap_usd=abs_gap_usd, max_nodes=max_nodes)
-    H, P = inp.horizon, len(inp.pools)
-    x = np.rint(x).astype(int)
-    keep, launch, alive = (x[:, 2 * H :], x[:, :H], x[:, H : 2 * H])
-    return Schedule(
-        keep=tuple(tuple(int(v) for v in keep[i]) for i in range(P)),
-        launches=tuple(tuple(int(v) for v in launch[i]) for i in range(P)),
-        alive_new=tuple(tuple(int(v) for v in alive[i]) for i in range(P)),
+def _dp_pool(inp: PlanInput, i: int, relaxed: np.ndarray) -> fleet_dp.DPPool:
+    """Pool ``i`` for the program, with the LP relaxation's serving count per step."""
+    p, H = inp.pools[i], inp.horizon
+    lag = inp.lag_steps(p)
+    launch, alive, keep = relaxed[:H], relaxed[H : 2 * H], relaxed[2 * H :]
+    booting = [launch[max(0, t - lag + 1) : t + 1].sum() if lag > 0 else 0.0 for t in range(H)]
+    return fleet_dp.DPPool(
+        usd_per_step=p.usd_per_hour * inp.step_seconds / 3600.0,
+        capacity_rps=p.capacity_rps,
+        spot=p.market == SPOT,
+        lag=lag,
+        running=len(inp.existing_running(p)),
+        ready_booting=tuple(inp.existing_booting_ready(p, t) for t in range(H)),
+        lp_serving=tuple(max(0.0, float(keep[t] + alive[t] - booting[t])) for t in range(H)),
     )
+
+
+def _schedule_from_serving(inp: PlanInput, serving: dict[int, list[int]]) -> Schedule:
+    """Launches, kept and alive instances that realise the given serving counts (existing booting ones
+    excluded): existing running instances serve first and, once let go, are gone; a rise is launched
+    one boot ahead; a launch stays alive through its boot and EC2's minimum billing."""
+    H = inp.horizon
+    keep, launches, alive_new = [], [], []
+    for i, p in enumerate(inp.pools):
+        want = serving.get(i, [0] * H)
+        lag, hold = inp.lag_steps(p), inp.hold_steps(p)
+        k_row, kept = [], len(inp.existing_running(p))
+        for t in range(H):
+            kept = min(kept, want[t])
+            k_row.append(kept)
+        new = [want[t] - k_row[t] for t in range(H)]
+        l_row = [0] * H
+        for t in range(H):
+            rise = new[t] - (new[t - 1] if t else 0)
+            if rise > 0:
+                l_row[max(0, t - lag)] += rise
+        a_row = []
+        for t in range(H):
+            booting_new = sum(l_row[max(0, t - lag + 1) : t + 1]) if lag > 0 else 0
+            held = sum(l_row[max(0, t - hold + 1) : t + 1])
+            a_row.append(min(sum(l_row[: t + 1]), max(new[t] + booting_new, held)))
+        for t in range(H - 1, 0, -1):  # alive can only grow by launches
+            a_row[t - 1] = max(a_row[t - 1], a_row[t] - l_row[t])
+        keep.append(tuple(k_row))
+        launches.append(tuple(l_row))
+        alive_new.append(tuple(a_row))
+    return Schedule(tuple(keep), tuple(launches), tuple(alive_new))
+
+
+def _exact(inp: PlanInput, time_limit_s: float) -> Plan:
+    """Branch and bound over every pool no other replicates for less (every spot pool), to a 1e-7 gap."""
+    inp = replace(inp, max_spot_pools=len(inp.pools))
+    P, H = len(inp.pools), inp.horizon
+    dominated = dominated_pools(inp)
+    fleet_keys = {f.key for f in inp.fleet}
+    sub_pools = [i for i, p in enumerate(inp.pools) if i not in dominated or p.key in fleet_keys]
+    sub = replace(inp, pools=tuple(inp.pools[i] for i in sub_pools))
+    no_launch = {j for j, i in enumerate(sub_pools) if i in dominated}  # kept only for keep/terminate
+    launchable = [j for j, p in enumerate(sub.pools) if p.market == ON_DEMAND and j not in no_launch]
+    start = _greedy_schedule(sub, _greedy_counts(sub, launchable)) if launchable else None
+    x = np.rint(_program(sub, no_launch, time_limit_s, integer=True, start=start)).astype(int)
+    rows = {i: j for j, i in enumerate(sub_pools)}
+
+    def part(lo: int, hi: int) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(int(v) for v in x[rows[i], lo:hi]) if i in rows else (0,) * H for i in range(P))
+
+    schedule = Schedule(keep=part(2 * H, 3 * H), launches=part(0, H), alive_new=part(H, 2 * H))
+    return _never_dearer_than_mark(inp, evaluate(inp, schedule, "milp"))
 
 
 def _program(
@@ -349,8 +398,6 @@ def _program(
     time_limit_s: float,
     integer: bool,
     start: Schedule | None = None,
-    abs_gap_usd: float = 0.0,
-    max_nodes: int = MIP_MAX_NODES,
 ) -> np.ndarray:
     """Build and solve the program; returns per pool the row [l(0..H-1), a(0..H-1), k(0..H-1)] (fractional
     when ``integer`` is False: the LP relaxation)."""
@@ -473,7 +520,7 @@ def _program(
             x0[s_(t)] = max((caps[j] for j in spot_pools), default=0.0)
             need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
             x0[r_(t)] = max(0.0, need - (cap - x0[s_(t)]))
-    x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s, abs_gap_usd, max_nodes)
+    x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s)
     return x[: P * n_pool_vars].reshape(P, n_pool_vars)
 
 
@@ -487,25 +534,14 @@ def _highs(
     integrality: np.ndarray,
     x0: np.ndarray | None,
     time_limit_s: float,
-    abs_gap_usd: float,
-    max_nodes: int,
 ) -> np.ndarray:
-    """Solve with HiGHS directly (highspy): scipy's wrapper cannot take a starting solution or a node limit.
-
-    The node limit (MIP_MAX_NODES) bounds the work deterministically, so the same input gives the same
-    plan on any machine; the time limit is only a safety net. The start (a feasible schedule) means the
-    answer is never worse than it, whatever the limits cut off."""
+    """Solve with HiGHS directly (highspy): scipy's wrapper cannot take a starting solution. The start
+    (a feasible schedule) means the answer is never worse than it, whatever the time limit cuts off."""
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     h.setOptionValue("random_seed", 0)
-    h.setOptionValue("mip_rel_gap", 1e-9)
-    h.setOptionValue("mip_abs_gap", max(float(abs_gap_usd), 1e-9))
-    h.setOptionValue("mip_max_nodes", int(max_nodes))
-    h.setOptionValue("mip_heuristic_effort", MIP_HEURISTIC_EFFORT)
-    h.setOptionValue("mip_allow_restart", MIP_ALLOW_RESTART)
-    for option in MIP_HEURISTICS_OFF:
-        h.setOptionValue(option, False)
+    h.setOptionValue("mip_rel_gap", 1e-7)
     h.setOptionValue("time_limit", float(time_limit_s))
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = A.shape[1], A.shape[0]
