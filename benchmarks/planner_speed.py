@@ -7,8 +7,8 @@ random current fleet, with two sets of capacities: MobileNetV2's capacity at SLO
 from the capacity table (per-core CPU profiles, GPU estimates, host CPU per request), and a
 synthetic set proportional to vCPUs (GPUs at a fixed 1,500 req/s). Prints p50/p99 solve time of each
 planner, their ratio, how often milp's plan was cheaper, and, on the first ``--exact`` cases, how far
-milp's plan is from the exact optimum (HiGHS over every pool that no other replicates for less, to a
-1e-7 gap, no node limit).
+milp's plan is from the exact optimum (HiGHS branch and bound over every pool that no other replicates
+for less, to a 1e-7 gap: ``milp(exact=True)``).
 Target: milp p99 <= 50 ms.
 """
 

@@ -81,10 +81,10 @@ def small_programs(draw: st.DrawFn) -> tuple:  # type: ignore[type-arg]
 @given(small_programs())
 def test_program_is_exact_over_its_candidate_grid(prog: tuple) -> None:  # type: ignore[type-arg]
     pools, demand, lam_max, lam_usd, pen, need = prog
-    counts = fleet_dp.best_fleet(pools, demand, lam_max, lam_usd, pen, need)
-    got = plan_cost(pools, counts, demand, lam_max, lam_usd, pen, need)
+    prices = (lam_max, lam_usd, pen, need)
+    got = plan_cost(pools, fleet_dp.best_fleet(pools, demand, *prices), demand, *prices)
     assert math.isfinite(got)
-    assert got == pytest.approx(brute_force(pools, demand, lam_max, lam_usd, pen, need), rel=1e-9)
+    assert got == pytest.approx(brute_force(pools, demand, *prices), rel=1e-9)
 
 
 def test_small_cpus_beat_a_fraction_of_a_gpu() -> None:
