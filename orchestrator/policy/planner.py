@@ -10,8 +10,8 @@ Pure: frozen dataclasses in, a ``Plan`` out; no I/O, no clock. One signature, th
   remove the instance with the highest cost per request; running instances are already in the plan
   (zero overhead). Scale-in happens only for instances that none of the last k plans needed. MArk
   plans on-demand instances only and leaves Lambda to absorb what instances miss.
-- ``milp`` (ours): a mixed-integer program (HiGHS through highspy) over the horizon, solved to a proven
-  1 % gap where the node limit allows. See ``milp``.
+- ``milp`` (ours): a mixed-integer program over the horizon; HiGHS (through highspy) solves its LP
+  relaxation and ``fleet_dp`` the integer plan around it (``exact=True``: branch and bound). See ``milp``.
 - ``oracle``: ``milp`` fed with the true future and zero boot lag: the lower bound for the simulator.
 
 Every plan is priced by the same function (``evaluate``), so plans from different planners compare
