@@ -41,8 +41,26 @@ class Forecaster(Protocol):
         ...
 
 
+class CalibratedQuantiles:
+    """``forecast`` / ``forecast_rows`` for a forecaster that computes raw quantiles (``raw_rows``) and may
+    carry calibration factors: one place for what every quantile forecaster does with them."""
+
+    calibration: Calibration | None
+
+    def raw_rows(self, rows: HistoryRows) -> np.ndarray:
+        """``[N, H, Q]`` req/s before calibration."""
+        raise NotImplementedError
+
+    def forecast_rows(self, rows: HistoryRows) -> np.ndarray:
+        raw = self.raw_rows(rows)
+        return raw if self.calibration is None else self.calibration.apply(raw)
+
+    def forecast(self, history: History) -> np.ndarray:
+        return self.forecast_rows(rows_of(history))[0]
+
+
 @dataclass
-class PointForecaster:
+class PointForecaster(CalibratedQuantiles):
     """A point forecast per horizon turned into quantiles by calibration factors."""
 
     name: str = "point"
@@ -57,13 +75,6 @@ class PointForecaster:
     def raw_rows(self, rows: HistoryRows) -> np.ndarray:
         p = self.point(rows)
         return np.repeat(p[:, :, None], len(self.quantiles), axis=2)
-
-    def forecast_rows(self, rows: HistoryRows) -> np.ndarray:
-        raw = self.raw_rows(rows)
-        return raw if self.calibration is None else self.calibration.apply(raw)
-
-    def forecast(self, history: History) -> np.ndarray:
-        return self.forecast_rows(rows_of(history))[0]
 
 
 def _window_peaks(rows: HistoryRows) -> np.ndarray:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from predictor.baselines import CalibratedQuantiles
 from predictor.calibration import Calibration, monotone
-from predictor.features import HORIZON, QUANTILES, Features, History, HistoryRows, build_features, rows_of
+from predictor.features import HORIZON, QUANTILES, Features, HistoryRows, build_features
 
 
 def design(f: Features) -> np.ndarray:
@@ -25,7 +26,7 @@ def design(f: Features) -> np.ndarray:
 
 
 @dataclass
-class LinearQuantileForecaster:
+class LinearQuantileForecaster(CalibratedQuantiles):
     """``ratio = X @ W`` then rearranged, scaled by the level and the calibration factors."""
 
     weights: np.ndarray  # [D, H*Q]
@@ -38,10 +39,3 @@ class LinearQuantileForecaster:
         f = build_features(rows)
         ratio = (design(f) @ self.weights).reshape(len(f), self.horizon, len(self.quantiles))
         return monotone(ratio) * f.level[:, None, None]
-
-    def forecast_rows(self, rows: HistoryRows) -> np.ndarray:
-        raw = self.raw_rows(rows)
-        return raw if self.calibration is None else self.calibration.apply(raw)
-
-    def forecast(self, history: History) -> np.ndarray:
-        return self.forecast_rows(rows_of(history))[0]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from predictor.baselines import EWMA, Forecaster, LastValue, PeakHold, SeasonalNaive
+from predictor.baselines import EWMA, CalibratedQuantiles, Forecaster, LastValue, PeakHold, SeasonalNaive
 from predictor.calibration import Calibration, monotone
 from predictor.features import (
     HORIZON,
@@ -28,10 +28,8 @@ from predictor.features import (
     SEQ_CHANNELS,
     STATIC_FEATURES,
     WINDOW,
-    History,
     HistoryRows,
     build_features,
-    rows_of,
 )
 from predictor.online import DEFAULT_GAMMA, OnlineCalibrated
 from predictor.quantile_regression import LinearQuantileForecaster
@@ -54,7 +52,7 @@ def session(path: Path | str, threads: int = 1) -> ort.InferenceSession:
 
 
 @dataclass
-class OnnxForecaster:
+class OnnxForecaster(CalibratedQuantiles):
     """The quantile LSTM: features -> ONNX (peak / level ratios) -> x level x calibration."""
 
     sess: ort.InferenceSession
@@ -78,13 +76,6 @@ class OnnxForecaster:
             outs.append(self.sess.run([out_name], feed)[0])
         ratio = np.concatenate(outs, axis=0).astype(np.float64)
         return monotone(ratio) * f.level[:, None, None]
-
-    def forecast_rows(self, rows: HistoryRows) -> np.ndarray:
-        raw = self.raw_rows(rows)
-        return raw if self.calibration is None else self.calibration.apply(raw)
-
-    def forecast(self, history: History) -> np.ndarray:
-        return self.forecast_rows(rows_of(history))[0]
 
 
 def read_spec(model_dir: Path | str) -> dict[str, Any]:
