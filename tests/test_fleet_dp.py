@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from orchestrator.policy import fleet_dp
 from orchestrator.policy.fleet_dp import DPPool
-from orchestrator.policy.planner import ON_DEMAND, SPOT, LambdaOption, PlanInput, PoolOption, milp
+from orchestrator.policy.planner import (
+    ON_DEMAND,
+    SPOT,
+    FleetInstance,
+    LambdaOption,
+    PlanInput,
+    PoolOption,
+    mark_greedy,
+    milp,
+)
 
 
 def plan_cost(
@@ -98,3 +107,23 @@ def test_small_cpus_beat_a_fraction_of_a_gpu() -> None:
     plan, best = milp(inp), milp(inp, exact=True)
     assert all(ty == "c5.large" for step in plan.serving_per_step[1:] for ty, _, _ in step), plan.serving_per_step
     assert plan.cost.total_usd <= best.cost.total_usd * 1.001
+
+
+def test_grid_stays_bounded_when_the_fleet_spans_every_pool() -> None:
+    # Twenty pools with two candidates each would be a million cells per step; the grid is cut to
+    # MAX_CELLS, keeping in the least-used pools the count nearest the LP's.
+    pools = [DPPool(0.01, 100.0 + j, False, 1, 1, (0,), (0.2 + 0.03 * j,)) for j in range(20)]
+    grid = fleet_dp._trim([[0, 1] for _ in pools], pools, 0)
+    assert math.prod(len(c) for c in grid) <= fleet_dp.MAX_CELLS
+    assert [c for c in grid if len(c) == 1] == [[0]] * sum(len(c) == 1 for c in grid)  # 0.2-0.47 rounds to 0
+    assert sum(len(c) == 2 for c in grid) == int(math.log2(fleet_dp.MAX_CELLS))
+
+
+def test_milp_plans_a_fleet_spread_over_twenty_pools() -> None:
+    pools = tuple(PoolOption(f"t{j}", ON_DEMAND, 0.1 + 0.01 * j, 60.0, 100.0 + 5 * j) for j in range(20))
+    fleet = tuple(FleetInstance(f"i-{j}", p.instance_type, p.market) for j, p in enumerate(pools))
+    inp = PlanInput((900.0,) * 10, 60.0, pools, fleet, LambdaOption(1.2e-6, 10, 40.0), spot_cover=0.0)
+    plan = milp(inp)
+    assert max(plan.unserved_rps) == 0.0
+    assert plan.cost.total_usd <= mark_greedy(inp).cost.total_usd + 1e-12
+    assert len(plan.terminations) >= 10  # 900 req/s needs about 8 of the 20 running instances

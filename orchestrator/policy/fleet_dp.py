@@ -76,12 +76,14 @@ def best_fleet(
     H, d = len(demand_rps), len(pools)
     grids = [_trim([candidates(pools, j, t, demand_rps[t]) for j in range(d)], pools, t) for t in range(H)]
     values: list[np.ndarray] = []
+    moves: list[list[np.ndarray]] = []  # per step and pool: [before, after] cost, kept for the walk back
     prev_vals = [[p.running] for p in pools]  # before step 0: what runs now
     prev = np.zeros((1,) * d)
     for t in range(H):
+        moves.append([_move_cost(p, prev_vals[i], grids[t][i], t) for i, p in enumerate(pools)])
         moved = prev
-        for i, p in enumerate(pools):
-            moved = _minplus_axis(moved, i, _move_cost(p, prev_vals[i], grids[t][i], t))
+        for i in range(d):
+            moved = _minplus_axis(moved, i, moves[t][i])
         values.append(
             moved
             + _state_cost(
@@ -100,21 +102,30 @@ def best_fleet(
     idx = np.unravel_index(int(np.argmin(values[-1])), values[-1].shape)
     chosen = [idx]
     for t in range(H - 1, 0, -1):
-        total = values[t - 1].copy()
-        for i, p in enumerate(pools):
-            cost = _move_cost(p, grids[t - 1][i], grids[t][i], t)[:, idx[i]]
-            total += cost.reshape([-1 if j == i else 1 for j in range(d)])
+        total = values[t - 1] + _outer_sum([moves[t][i][:, idx[i]] for i in range(d)])
         idx = np.unravel_index(int(np.argmin(total)), total.shape)
         chosen.append(idx)
     chosen.reverse()
     return [[grids[t][i][chosen[t][i]] for t in range(H)] for i in range(d)]
 
 
+def _outer_sum(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    """out[i0, i1, ...] = vectors[0][i0] + vectors[1][i1] + ...: built outward one axis at a time, so
+    the work is about twice the output's size rather than once per vector."""
+    out = np.zeros(())
+    for v in vectors:
+        out = out[..., None] + v
+    return out
+
+
 def _trim(cands: list[list[int]], pools: Sequence[DPPool], t: int) -> list[list[int]]:
-    """Keep the grid under MAX_CELLS: drop the outermost candidates of the pools the LP uses least."""
+    """Keep the grid under MAX_CELLS: drop the outermost candidates of the pools the LP uses least, down
+    to two per pool, then (many pools: a fleet spread over every type) down to the one nearest the LP."""
     order = sorted(range(len(pools)), key=lambda i: pools[i].lp_serving[t] * pools[i].capacity_rps)
     while math.prod(len(c) for c in cands) > MAX_CELLS:
         i = next((i for i in order if len(cands[i]) > 2), None)
+        if i is None:
+            i = next((i for i in order if len(cands[i]) > 1), None)
         if i is None:
             break
         s = pools[i].lp_serving[t]
@@ -124,17 +135,26 @@ def _trim(cands: list[list[int]], pools: Sequence[DPPool], t: int) -> list[list[
 
 def _move_cost(p: DPPool, before: Sequence[int], after: Sequence[int], t: int) -> np.ndarray:
     """[k_before, k_after]: launching the rise lag steps ahead (billed through boot); falls are free."""
-    rise = np.subtract.outer(np.asarray(after), np.asarray(before)).T
-    cost = np.where(rise > 0, rise * p.usd_per_step * p.lag, 0.0)
-    if t < p.lag:
-        cost = np.where(rise > 0, np.inf, cost)
-    return cost
+    rise = np.subtract.outer(np.asarray(after, dtype=float), np.asarray(before, dtype=float)).T
+    if t < p.lag:  # a launch made now cannot serve yet
+        return np.where(rise > 0, np.inf, 0.0)
+    return np.maximum(rise, 0.0) * (p.usd_per_step * p.lag)
 
 
 def _minplus_axis(values: np.ndarray, axis: int, cost: np.ndarray) -> np.ndarray:
-    v = np.moveaxis(values, axis, -1)
-    out = (v[..., :, None] + cost).min(axis=-2)
-    return np.moveaxis(out, -1, axis)
+    """out[.., a, ..] = min over b of values[.., b, ..] + cost[b, a] along ``axis``: one pass per
+    before-value, so each temporary is the size of the output (it stays in cache; a single broadcast
+    over every (b, a) pair was measured slower)."""
+    shape = list(values.shape)
+    shape[axis] = cost.shape[1]
+    out = np.full(shape, np.inf)
+    index: list[slice] = [slice(None)] * values.ndim
+    along = [1] * values.ndim
+    along[axis] = cost.shape[1]
+    for b in range(cost.shape[0]):
+        index[axis] = slice(b, b + 1)
+        np.minimum(out, values[tuple(index)] + cost[b].reshape(along), out=out)
+    return out
 
 
 def _state_cost(
@@ -147,21 +167,20 @@ def _state_cost(
     pen_usd: float,
     need: float,
 ) -> np.ndarray:
-    d = len(pools)
-    shape = [len(g) for g in grid]
-    usd = np.zeros(shape)
-    cap = np.zeros(shape)
-    worst_spot = np.zeros(shape)
-    for i, p in enumerate(pools):
-        n = np.asarray(grid[i], dtype=float).reshape([-1 if j == i else 1 for j in range(d)])
-        usd = usd + n * p.usd_per_step
-        c = (n + p.ready_booting[t]) * p.capacity_rps
-        cap = cap + c
-        if p.spot:
-            worst_spot = np.maximum(worst_spot, c)
+    """Cost of every state on the grid. Sums over pools are built outward one axis at a time, so the
+    work is about twice the grid's size rather than once per pool."""
+    counts = [np.asarray(g, dtype=float) for g in grid]
+    caps = [(n + p.ready_booting[t]) * p.capacity_rps for p, n in zip(pools, counts, strict=True)]
+    usd = _outer_sum([n * p.usd_per_step for p, n in zip(pools, counts, strict=True)])
+    cap = _outer_sum(caps)
     gap = np.maximum(demand - cap, 0.0)
     lam = np.minimum(gap, lam_max)
     usd = usd + lam * lam_usd + (gap - lam) * pen_usd
-    if need > 0:
+    if need > 0 and any(p.spot for p in pools):
+        worst_spot = np.zeros(())
+        for p, c in zip(pools, caps, strict=True):
+            worst_spot = np.maximum(worst_spot[..., None], c) if p.spot else worst_spot[..., None]
         usd = usd + np.maximum(need - (cap - worst_spot), 0.0) * pen_usd
+    elif need > 0:
+        usd = usd + np.maximum(need - cap, 0.0) * pen_usd
     return usd

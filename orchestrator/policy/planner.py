@@ -22,6 +22,7 @@ concurrency), and a penalty per request nobody can serve.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,31 @@ class LambdaOption:
 
 
 @dataclass(frozen=True)
+class PoolArrays:
+    """``PlanInput``'s pools as arrays, row i = ``pools[i]`` (``PlanInput.arrays``)."""
+
+    cap: np.ndarray  # capacity at SLO, req/s
+    usd_per_step: np.ndarray  # price of one instance for one step
+    lag: np.ndarray  # steps from launch to serving
+    hold: np.ndarray  # steps a launch stays alive at least
+    running: np.ndarray  # existing running instances (interrupted ones left out)
+    booting: np.ndarray  # existing booting instances
+    ready: np.ndarray  # (pools, steps): existing booting instances serving by step t
+    spot: np.ndarray  # bool
+    demand: np.ndarray  # (steps,)
+
+
+def window_sum(x: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Per row i and column t: the sum of x[i, t - width[i] + 1 .. t] (0 where width is 0). With x the
+    launches and width the boot lag, this is the launches still booting at t."""
+    P, H = x.shape
+    cs = np.zeros((P, H + 1), dtype=x.dtype)
+    np.cumsum(x, axis=1, out=cs[:, 1:])
+    start = np.maximum(0, np.arange(1, H + 1)[None, :] - width[:, None])
+    return cs[:, 1:] - np.take_along_axis(cs, start, axis=1)
+
+
+@dataclass(frozen=True)
 class PlanInput:
     demand_rps: tuple[float, ...]  # per step: the forecast quantile of the peak rate the plan must cover
     step_seconds: float
@@ -142,6 +168,27 @@ class PlanInput:
                 out.setdefault(f.key, []).append(f)
         return out
 
+    @cached_property
+    def arrays(self) -> PoolArrays:
+        """The pools and the fleet as arrays (row i = ``pools[i]``): the planners' inner loops run in numpy."""
+        H, dt = self.horizon, self.step_seconds
+        ready = np.zeros((len(self.pools), H), dtype=np.int64)
+        steps = np.arange(H) * dt
+        for i, p in enumerate(self.pools):
+            booting = np.array([f.ready_in_s for f in self._usable_fleet.get(p.key, ()) if f.ready_in_s > 0])
+            ready[i] = np.searchsorted(np.sort(booting), steps, side="right") if booting.size else 0
+        return PoolArrays(
+            cap=np.array([p.capacity_rps for p in self.pools], dtype=float),
+            usd_per_step=np.array([p.usd_per_hour * dt / 3600.0 for p in self.pools], dtype=float),
+            lag=np.array([self.lag_steps(p) for p in self.pools], dtype=np.int64),
+            hold=np.array([self.hold_steps(p) for p in self.pools], dtype=np.int64),
+            running=np.array([len(self.existing_running(p)) for p in self.pools], dtype=np.int64),
+            booting=np.array([self.existing_booting(p) for p in self.pools], dtype=np.int64),
+            ready=ready,
+            spot=np.array([p.market == SPOT for p in self.pools], dtype=bool),
+            demand=np.array(self.demand_rps, dtype=float),
+        )
+
     def existing_running(self, pool: PoolOption) -> list[FleetInstance]:
         return [f for f in self._usable_fleet.get(pool.key, ()) if f.ready_in_s <= 0]
 
@@ -192,62 +239,59 @@ class Plan:
 # ---- one cost model for every planner ------------------------------------------------------------
 
 
-def _serving(inp: PlanInput, s: Schedule, i: int, t: int) -> int:
-    pool = inp.pools[i]
-    lag = inp.lag_steps(pool)
-    booting_new = sum(s.launches[i][max(0, t - lag + 1) : t + 1]) if lag > 0 else 0
-    return s.keep[i][t] + inp.existing_booting_ready(pool, t) + s.alive_new[i][t] - booting_new
+def serving_counts(inp: PlanInput, s: Schedule) -> np.ndarray:
+    """(pools, steps): instances serving per step: kept existing ones, existing booting ones ready by
+    then, and launches that are alive and past their boot."""
+    arr = inp.arrays
+    launches = np.asarray(s.launches, dtype=np.int64).reshape(len(inp.pools), inp.horizon)
+    keep = np.asarray(s.keep, dtype=np.int64).reshape(launches.shape)
+    alive = np.asarray(s.alive_new, dtype=np.int64).reshape(launches.shape)
+    return keep + arr.ready + alive - window_sum(launches, arr.lag)
+
+
+def spot_risk_ok(inp: PlanInput, serving: np.ndarray) -> np.ndarray:
+    """Per step: after losing the largest spot pool, instances left + Lambda's ceiling still cover
+    ``spot_cover`` of demand."""
+    arr = inp.arrays
+    if inp.spot_cover <= 0:
+        return np.ones(inp.horizon, dtype=bool)
+    caps = serving * arr.cap[:, None]
+    worst = caps[arr.spot].max(axis=0) if arr.spot.any() else np.zeros(inp.horizon)
+    return caps.sum(axis=0) - worst + inp.lambda_fn.max_rps >= inp.spot_cover * arr.demand - 1e-6
 
 
 def evaluate(inp: PlanInput, s: Schedule, planner: str) -> Plan:
     """Price a schedule and derive the decisions for now. The MILP minimises exactly this cost."""
-    H, dt = inp.horizon, inp.step_seconds
-    lam_max = inp.lambda_fn.max_rps
-    inst_usd = lam_usd = pen_usd = 0.0
-    lam_rps, unserved, serving_steps = [], [], []
-    risk_ok = []
-    for t in range(H):
-        serving = [_serving(inp, s, i, t) for i in range(len(inp.pools))]
-        cap = sum(n * p.capacity_rps for n, p in zip(serving, inp.pools, strict=True))
-        gap = max(0.0, inp.demand_rps[t] - cap)
-        lam = min(gap, lam_max)
-        lam_rps.append(lam)
-        unserved.append(gap - lam)
-        alive = [s.keep[i][t] + inp.existing_booting(p) + s.alive_new[i][t] for i, p in enumerate(inp.pools)]
-        inst_usd += sum(n * p.usd_per_hour for n, p in zip(alive, inp.pools, strict=True)) * dt / 3600.0
-        lam_usd += lam * dt * inp.lambda_fn.usd_per_request
-        pen_usd += (gap - lam) * dt * UNSERVED_USD_PER_REQUEST
-        serving_steps.append(
-            tuple((p.instance_type, p.market, n) for p, n in zip(inp.pools, serving, strict=True) if n)
-        )
-        risk_ok.append(_spot_risk_ok(inp, serving, t))
+    arr, dt = inp.arrays, inp.step_seconds
+    serving = serving_counts(inp, s)
+    gap = np.maximum(0.0, arr.demand - arr.cap @ serving)
+    lam = np.minimum(gap, inp.lambda_fn.max_rps)
+    alive = np.asarray(s.keep) + arr.booting[:, None] + np.asarray(s.alive_new)
+    inst_usd = float((arr.usd_per_step[:, None] * alive).sum())
+    lam_usd = float(lam.sum() * dt * inp.lambda_fn.usd_per_request)
+    pen_usd = float((gap - lam).sum() * dt * UNSERVED_USD_PER_REQUEST)
+    names = [(p.instance_type, p.market) for p in inp.pools]
+    serving_steps = tuple(
+        tuple((ty, mk, n) for (ty, mk), n in zip(names, col, strict=True) if n) for col in serving.T.tolist()
+    )
     launches = tuple(
         (p.instance_type, p.market, s.launches[i][0]) for i, p in enumerate(inp.pools) if s.launches[i][0] > 0
     )
-    terminations = _terminations_now(inp, s)
-    horizon_steps = range(min(H, max(1, inp.prewarm_steps)))
+    lam_rps = tuple(float(x) for x in lam)
+    horizon_steps = range(min(inp.horizon, max(1, inp.prewarm_steps)))
     prewarm = max((math.ceil(lam_rps[t] * inp.lambda_fn.latency_ms / 1000.0 - 1e-9) for t in horizon_steps), default=0)
     return Plan(
         planner,
         launches,
-        terminations,
-        tuple(serving_steps),
-        tuple(lam_rps),
-        tuple(unserved),
+        _terminations_now(inp, s),
+        serving_steps,
+        lam_rps,
+        tuple(float(x) for x in gap - lam),
         CostSplit(inst_usd, lam_usd, pen_usd),
         min(prewarm, inp.lambda_fn.concurrency_limit),
-        tuple(risk_ok),
+        tuple(bool(x) for x in spot_risk_ok(inp, serving)),
         s,
     )
-
-
-def _spot_risk_ok(inp: PlanInput, serving: Sequence[int], t: int) -> bool:
-    if inp.spot_cover <= 0:
-        return True
-    caps = [n * p.capacity_rps for n, p in zip(serving, inp.pools, strict=True)]
-    total = sum(caps)
-    worst = max((c for c, p in zip(caps, inp.pools, strict=True) if p.market == SPOT), default=0.0)
-    return total - worst + inp.lambda_fn.max_rps >= inp.spot_cover * inp.demand_rps[t] - 1e-6
 
 
 def _terminations_now(inp: PlanInput, s: Schedule) -> tuple[str, ...]:
@@ -292,7 +336,9 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S, *, exact: bool 
         return _exact(inp, time_limit_s)
     P = len(inp.pools)
     dominated = dominated_pools(inp)
-    relaxed = _program(inp, dominated, time_limit_s, integer=False)
+    sub, sub_pools, no_launch = _without_dominated(inp, dominated)
+    relaxed = np.zeros((P, 3 * inp.horizon))
+    relaxed[sub_pools] = _program(sub, no_launch, time_limit_s, integer=False)
     used = {i for i in range(P) if i not in dominated and relaxed[i].sum() > 1e-6}
     for market in (ON_DEMAND, SPOT):  # integer rounding may need a small unit the LP does not use
         small = [i for i, p in enumerate(inp.pools) if p.market == market and i not in dominated]
@@ -324,18 +370,17 @@ def _never_dearer_than_mark(inp: PlanInput, plan: Plan) -> Plan:
 
 def _dp_pool(inp: PlanInput, i: int, relaxed: np.ndarray) -> fleet_dp.DPPool:
     """Pool ``i`` for the program, with the LP relaxation's serving count per step."""
-    p, H = inp.pools[i], inp.horizon
-    lag = inp.lag_steps(p)
+    p, H, arr = inp.pools[i], inp.horizon, inp.arrays
     launch, alive, keep = relaxed[:H], relaxed[H : 2 * H], relaxed[2 * H :]
-    booting = [launch[max(0, t - lag + 1) : t + 1].sum() if lag > 0 else 0.0 for t in range(H)]
+    booting = window_sum(launch[None, :], arr.lag[i : i + 1])[0]
     return fleet_dp.DPPool(
-        usd_per_step=p.usd_per_hour * inp.step_seconds / 3600.0,
+        usd_per_step=float(arr.usd_per_step[i]),
         capacity_rps=p.capacity_rps,
         spot=p.market == SPOT,
-        lag=lag,
-        running=len(inp.existing_running(p)),
-        ready_booting=tuple(inp.existing_booting_ready(p, t) for t in range(H)),
-        lp_serving=tuple(max(0.0, float(keep[t] + alive[t] - booting[t])) for t in range(H)),
+        lag=int(arr.lag[i]),
+        running=int(arr.running[i]),
+        ready_booting=tuple(arr.ready[i].tolist()),
+        lp_serving=tuple(np.maximum(0.0, keep + alive - booting).tolist()),
     )
 
 
@@ -371,15 +416,21 @@ def _schedule_from_serving(inp: PlanInput, serving: dict[int, list[int]]) -> Sch
     return Schedule(tuple(keep), tuple(launches), tuple(alive_new))
 
 
+def _without_dominated(inp: PlanInput, dominated: set[int]) -> tuple[PlanInput, list[int], set[int]]:
+    """The problem over the pools that are not dominated or hold instances now: (that input, its pools'
+    indices in ``inp``, its pools that are dominated: kept only to keep or terminate what runs there).
+    The program shrinks by half or more, and HiGHS and the build with it."""
+    fleet_keys = {f.key for f in inp.fleet}
+    sub_pools = [i for i, p in enumerate(inp.pools) if i not in dominated or p.key in fleet_keys]
+    sub = replace(inp, pools=tuple(inp.pools[i] for i in sub_pools))
+    return sub, sub_pools, {j for j, i in enumerate(sub_pools) if i in dominated}
+
+
 def _exact(inp: PlanInput, time_limit_s: float) -> Plan:
     """Branch and bound over every pool no other replicates for less (every spot pool), to a 1e-7 gap."""
     inp = replace(inp, max_spot_pools=len(inp.pools))
     P, H = len(inp.pools), inp.horizon
-    dominated = dominated_pools(inp)
-    fleet_keys = {f.key for f in inp.fleet}
-    sub_pools = [i for i, p in enumerate(inp.pools) if i not in dominated or p.key in fleet_keys]
-    sub = replace(inp, pools=tuple(inp.pools[i] for i in sub_pools))
-    no_launch = {j for j, i in enumerate(sub_pools) if i in dominated}  # kept only for keep/terminate
+    sub, sub_pools, no_launch = _without_dominated(inp, dominated_pools(inp))
     launchable = [j for j, p in enumerate(sub.pools) if p.market == ON_DEMAND and j not in no_launch]
     start = _greedy_schedule(sub, _greedy_counts(sub, launchable)) if launchable else None
     x = np.rint(_program(sub, no_launch, time_limit_s, integer=True, start=start)).astype(int)
@@ -392,6 +443,42 @@ def _exact(inp: PlanInput, time_limit_s: float) -> Plan:
     return _never_dearer_than_mark(inp, evaluate(inp, schedule, "milp"))
 
 
+@functools.lru_cache(maxsize=64)
+def _band(H: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (t, s) pairs with t - width < s <= t: the launches of the last ``width`` steps at step t."""
+    t, s = np.nonzero(np.tri(H, dtype=bool) & ~np.tri(H, k=-width, dtype=bool))
+    return t, s
+
+
+@functools.lru_cache(maxsize=64)
+def _pool_block(H: int, hold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pool's own rows, in its columns [l(0..H-1), a(0..H-1), k(0..H-1)]: (row, col, value, low,
+    high). Rows 0..H-1: a[t] - a[t-1] - l[t] <= 0 (alive grows only by launches); H..2H-1: a[t] - the
+    launches of the last ``hold`` steps >= 0 (a launch is held through boot and minimum billing);
+    2H..3H-2: k[t] - k[t-1] <= 0 (existing instances, once let go, are gone)."""
+    t = np.arange(H)
+    ht, hs = _band(H, hold)
+    rows = np.concatenate([t, t, t[1:], H + t, H + ht, 2 * H + t[1:] - 1, 2 * H + t[1:] - 1])
+    cols = np.concatenate([H + t, t, H + t[1:] - 1, H + t, hs, 2 * H + t[1:], 2 * H + t[1:] - 1])
+    vals = np.concatenate([np.ones(H), -np.ones(H), -np.ones(H - 1), np.ones(H), -np.ones(ht.size),
+                           np.ones(H - 1), -np.ones(H - 1)])  # fmt: skip
+    low = np.concatenate([np.full(H, -np.inf), np.zeros(H), np.full(H - 1, -np.inf)])
+    high = np.concatenate([np.zeros(H), np.full(H, np.inf), np.zeros(H - 1)])
+    return rows, cols, vals, low, high
+
+
+@functools.lru_cache(maxsize=64)
+def _serving_pattern(H: int, lag: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """serving[t] = k[t] + a[t] - the launches of the last ``lag`` steps, as (step, pool column, value)."""
+    t = np.arange(H)
+    bt, bs = _band(H, lag)
+    return (
+        np.concatenate([t, t, bt]),
+        np.concatenate([2 * H + t, H + t, bs]),
+        np.concatenate([np.ones(2 * H), -np.ones(bt.size)]),
+    )
+
+
 def _program(
     inp: PlanInput,
     no_launch: set[int],
@@ -400,128 +487,100 @@ def _program(
     start: Schedule | None = None,
 ) -> np.ndarray:
     """Build and solve the program; returns per pool the row [l(0..H-1), a(0..H-1), k(0..H-1)] (fractional
-    when ``integer`` is False: the LP relaxation)."""
-    H, P, dt = inp.horizon, len(inp.pools), inp.step_seconds
-    n_pool_vars = 3 * H  # l, a, k per step
-    n = P * n_pool_vars + 4 * H  # + λ, u, the largest spot pool's capacity S and a risk shortfall r per step
-
-    def l_(i: int, t: int) -> int:
-        return i * n_pool_vars + t
-
-    def a_(i: int, t: int) -> int:
-        return i * n_pool_vars + H + t
-
-    def k_(i: int, t: int) -> int:
-        return i * n_pool_vars + 2 * H + t
-
-    def lam_(t: int) -> int:
-        return P * n_pool_vars + t
-
-    def u_(t: int) -> int:
-        return P * n_pool_vars + H + t
-
-    def s_(t: int) -> int:
-        return P * n_pool_vars + 2 * H + t
-
-    def r_(t: int) -> int:
-        return P * n_pool_vars + 3 * H + t
+    when ``integer`` is False: the LP relaxation). Built from index arrays: building it entry by entry in
+    Python took longer than HiGHS takes to solve the relaxation."""
+    H, P, dt, arr = inp.horizon, len(inp.pools), inp.step_seconds, inp.arrays
+    nv = 3 * H  # l, a, k per step
+    lam0, u0, s0, r0 = (P * nv + j * H for j in range(4))  # + λ, u, the largest spot pool S, risk shortfall r
+    n = P * nv + 4 * H
+    steps = np.arange(H)
 
     c = np.zeros(n)
     lb = np.zeros(n)
     ub = np.full(n, np.inf)
+    pool_c, pool_ub = c[: P * nv].reshape(P, 3, H), ub[: P * nv].reshape(P, 3, H)
+    pool_c[:, 1:, :] = arr.usd_per_step[:, None, None]
+    cap_bound = np.ceil(max(inp.demand_rps) / arr.cap) + 1 + arr.booting + arr.running
+    launchable = np.array([i not in no_launch for i in range(P)], dtype=bool)
+    pool_ub[:, :2, :] = np.where(launchable, cap_bound, 0.0)[:, None, None]
+    pool_ub[:, 2, :] = arr.running[:, None]
+    c[lam0 : lam0 + H] = dt * inp.lambda_fn.usd_per_request
+    c[u0 : u0 + H] = dt * UNSERVED_USD_PER_REQUEST
+    # Falling short of the risk budget is allowed only where nothing can prevent it (e.g. before any
+    # launch can boot), at a price above any way of meeting it.
+    c[r0 : r0 + H] = dt * UNSERVED_USD_PER_REQUEST
+    ub[lam0 : lam0 + H] = inp.lambda_fn.max_rps
     integrality = np.zeros(n)
-    integrality[: P * n_pool_vars] = 1 if integer else 0
-    max_need = max(inp.demand_rps)
-    for i, p in enumerate(inp.pools):
-        running = len(inp.existing_running(p))
-        cap_bound = math.ceil(max_need / p.capacity_rps) + 1 + inp.existing_booting(p)
-        for t in range(H):
-            c[a_(i, t)] = c[k_(i, t)] = p.usd_per_hour * dt / 3600.0
-            ub[k_(i, t)] = running
-            ub[l_(i, t)] = ub[a_(i, t)] = 0 if i in no_launch else cap_bound + running
-    for t in range(H):
-        c[lam_(t)] = dt * inp.lambda_fn.usd_per_request
-        c[u_(t)] = dt * UNSERVED_USD_PER_REQUEST
-        # Falling short of the risk budget is allowed only where nothing can prevent it (e.g. before
-        # any launch can boot), at a price above any way of meeting it.
-        c[r_(t)] = dt * UNSERVED_USD_PER_REQUEST
-        ub[lam_(t)] = inp.lambda_fn.max_rps
+    integrality[: P * nv] = 1 if integer else 0
 
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    lo: list[float] = []
-    hi: list[float] = []
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    lo: list[np.ndarray] = []
+    hi: list[np.ndarray] = []
+    n_rows = 0
 
-    def add(terms: dict[int, float], low: float, high: float) -> None:
-        r = len(lo)
-        for col, v in terms.items():
-            rows.append(r)
-            cols.append(col)
-            vals.append(v)
+    def add(r: np.ndarray, col: np.ndarray, v: np.ndarray) -> None:
+        rows.append(n_rows + r)
+        cols.append(col)
+        vals.append(v)
+
+    for i in range(P):
+        r, col, v, low, high = _pool_block(H, int(arr.hold[i]))
+        add(r, i * nv + col, v)
         lo.append(low)
         hi.append(high)
+        n_rows += low.size
+    serving = [_serving_pattern(H, int(arr.lag[i])) for i in range(P)]
+    ready_cap = arr.cap @ arr.ready  # per step: capacity of existing booting instances by then
+    # Demand: Σ capacity × serving + λ + u >= demand.
+    for i, (st, sc, sv) in enumerate(serving):
+        add(st, i * nv + sc, arr.cap[i] * sv)
+    add(steps, lam0 + steps, np.ones(H))
+    add(steps, u0 + steps, np.ones(H))
+    lo.append(arr.demand - ready_cap)
+    hi.append(np.full(H, np.inf))
+    n_rows += H
+    # Spot risk budget where it can bind: S[t] >= every spot pool's serving capacity, and total capacity
+    # - S[t] + r[t] >= need. Same feasible set as one "total minus pool j" row per pool, fewer nonzeros.
+    need = inp.spot_cover * arr.demand - inp.lambda_fn.max_rps if inp.spot_cover > 0 else np.zeros(H)
+    binding = np.flatnonzero(need > 0) if arr.spot.any() else np.zeros(0, dtype=np.int64)
+    row_of = np.full(H, -1)
+    row_of[binding] = np.arange(binding.size)
+    m = binding.size
+    if m:
+        for j in np.flatnonzero(arr.spot):
+            st, sc, sv = serving[j]
+            keep_terms = row_of[st] >= 0
+            add(row_of[st[keep_terms]], j * nv + sc[keep_terms], -arr.cap[j] * sv[keep_terms])
+            add(np.arange(m), s0 + binding, np.ones(m))
+            lo.append(arr.cap[j] * arr.ready[j, binding])
+            hi.append(np.full(m, np.inf))
+            n_rows += m
+        for i, (st, sc, sv) in enumerate(serving):
+            keep_terms = row_of[st] >= 0
+            add(row_of[st[keep_terms]], i * nv + sc[keep_terms], arr.cap[i] * sv[keep_terms])
+        add(np.arange(m), s0 + binding, -np.ones(m))
+        add(np.arange(m), r0 + binding, np.ones(m))
+        lo.append(need[binding] - ready_cap[binding])
+        hi.append(np.full(m, np.inf))
+        n_rows += m
 
-    def serving_terms(i: int, t: int, scale: float, into: dict[int, float]) -> float:
-        """Add scale × serving(i, t) to ``into``; returns the constant part (booted existing)."""
-        p = inp.pools[i]
-        lag = inp.lag_steps(p)
-        into[k_(i, t)] = into.get(k_(i, t), 0.0) + scale
-        into[a_(i, t)] = into.get(a_(i, t), 0.0) + scale
-        for s in range(max(0, t - lag + 1), t + 1) if lag > 0 else ():
-            into[l_(i, s)] = into.get(l_(i, s), 0.0) - scale
-        return scale * inp.existing_booting_ready(p, t)
-
-    terms: dict[int, float]
-    for i, p in enumerate(inp.pools):
-        hold = inp.hold_steps(p)
-        for t in range(H):
-            terms = {a_(i, t): 1.0, l_(i, t): -1.0}
-            if t > 0:
-                terms[a_(i, t - 1)] = -1.0
-            add(terms, -np.inf, 0.0)
-            terms = {a_(i, t): 1.0}
-            for s in range(max(0, t - hold + 1), t + 1):
-                terms[l_(i, s)] = terms.get(l_(i, s), 0.0) - 1.0
-            add(terms, 0.0, np.inf)
-            if t > 0:
-                add({k_(i, t): 1.0, k_(i, t - 1): -1.0}, -np.inf, 0.0)
-    spot_pools = [j for j, p in enumerate(inp.pools) if p.market == SPOT]
-    for t in range(H):
-        terms = {lam_(t): 1.0, u_(t): 1.0}
-        const = sum(serving_terms(i, t, p.capacity_rps, terms) for i, p in enumerate(inp.pools))
-        add(terms, inp.demand_rps[t] - const, np.inf)
-        need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
-        if need > 0 and spot_pools:
-            # With S_t >= every spot pool's serving capacity: total capacity - S_t >= need. Same
-            # feasible set as one "total minus pool j" row per pool, with far fewer nonzeros.
-            for j in spot_pools:
-                terms = {s_(t): 1.0}
-                const = serving_terms(j, t, -inp.pools[j].capacity_rps, terms)
-                add(terms, -const, np.inf)
-            terms = {s_(t): -1.0, r_(t): 1.0}
-            const = sum(serving_terms(i, t, p.capacity_rps, terms) for i, p in enumerate(inp.pools))
-            add(terms, need - const, np.inf)
-
-    A = coo_matrix((vals, (rows, cols)), shape=(len(lo), n)).tocsc()
+    A = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n)).tocsc()
     x0 = None
     if start is not None:
         x0 = np.zeros(n)
-        for i in range(P):
-            for t in range(H):
-                x0[l_(i, t)], x0[a_(i, t)], x0[k_(i, t)] = start.launches[i][t], start.alive_new[i][t], start.keep[i][t]
+        x0_pool = x0[: P * nv].reshape(P, 3, H)
+        x0_pool[:, 0], x0_pool[:, 1], x0_pool[:, 2] = start.launches, start.alive_new, start.keep
         # The continuous columns follow from the integer ones: fill each row's slack at its cheapest.
-        for t in range(H):
-            caps = [_serving(inp, start, i, t) * p.capacity_rps for i, p in enumerate(inp.pools)]
-            cap = sum(caps)
-            gap = max(0.0, inp.demand_rps[t] - cap)
-            x0[lam_(t)] = min(gap, inp.lambda_fn.max_rps)
-            x0[u_(t)] = gap - x0[lam_(t)]
-            x0[s_(t)] = max((caps[j] for j in spot_pools), default=0.0)
-            need = inp.spot_cover * inp.demand_rps[t] - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0
-            x0[r_(t)] = max(0.0, need - (cap - x0[s_(t)]))
-    x = _highs(c, A, np.array(lo), np.array(hi), lb, ub, integrality, x0, time_limit_s)
-    return x[: P * n_pool_vars].reshape(P, n_pool_vars)
+        caps = serving_counts(inp, start) * arr.cap[:, None]
+        gap = np.maximum(0.0, arr.demand - caps.sum(axis=0))
+        x0[lam0 : lam0 + H] = np.minimum(gap, inp.lambda_fn.max_rps)
+        x0[u0 : u0 + H] = gap - x0[lam0 : lam0 + H]
+        x0[s0 : s0 + H] = caps[arr.spot].max(axis=0) if arr.spot.any() else 0.0
+        x0[r0 : r0 + H] = np.maximum(0.0, need - (caps.sum(axis=0) - x0[s0 : s0 + H]))
+    x = _highs(c, A, np.concatenate(lo), np.concatenate(hi), lb, ub, integrality, x0, time_limit_s)
+    return x[: P * nv].reshape(P, nv)
 
 
 def _highs(
@@ -551,8 +610,9 @@ def _highs(
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = A.indptr, A.indices, A.data
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = A.shape[1], A.shape[0]
-    kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
-    lp.integrality_ = [kinds[int(v)] for v in integrality]
+    if integrality.any():  # an LP (the relaxation) leaves it unset: listing 1,000 columns costs a millisecond
+        kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+        lp.integrality_ = [kinds[int(v)] for v in integrality]
     h.passModel(lp)
     if x0 is not None:
         sol = highspy.HighsSolution()
