@@ -57,7 +57,9 @@ def plan_cost(
 def brute_force(pools: list[DPPool], demand: list[float], *prices: float | list[float]) -> float:
     """The cheapest of every trajectory over the program's own candidate sets."""
     H, d = len(demand), len(pools)
-    grids = [[fleet_dp.candidates(pools, j, t, demand[t]) for j in range(d)] for t in range(H)]
+    need = prices[-1]
+    assert isinstance(need, list)
+    grids = [[fleet_dp.candidates(pools, j, t, demand[t], need[t]) for j in range(d)] for t in range(H)]
     return min(
         plan_cost(pools, [[path[t][j] for t in range(H)] for j in range(d)], demand, *prices)  # type: ignore[arg-type]
         for path in itertools.product(*(itertools.product(*g) for g in grids))
