@@ -3,8 +3,9 @@
 The MILP's LP relaxation says, per pool and step, how many instances should serve (fractionally).
 Branch and bound turns that into integers, but on this model HiGHS spends 0.1-1 s in root cuts when
 capacities are lumpy (GPUs) and the spot risk budget binds. This module finds the cheapest integer
-plan among a small set of candidate counts per pool and step around the LP's values (floor - 1 ..
-ceil + 1, none, and what runs now), exactly, by dynamic programming over time:
+plan among a small set of candidate counts per pool and step (``candidates``: floor - 1 .. ceil + 1 of
+the LP's value, none, what runs now, and what this pool alone would need for the rest), exactly, by
+dynamic programming over time:
 
 - state at step t: the serving count of every candidate pool (a grid, the product of the candidates);
 - cost of a state: its instance-steps, Lambda for the demand it leaves (up to Lambda's ceiling), the
