@@ -30,6 +30,16 @@ from inference.errors import InferenceError, ModelNotFound, Overloaded
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
+async def refuse_wrong_method(scope: Scope, send: Send) -> bool:
+    """An infer path asked with another method than POST: 405 with ``Allow: POST`` (the path exists;
+    "no route" would send the user looking for a typo). Returns whether it answered."""
+    if scope["type"] != "http" or scope["method"] == "POST" or not INFER_PATH.match(scope["path"]):
+        return False
+    status, body, headers = error_response(405, f"{scope['method']} is not allowed on {scope['path']}: use POST")
+    await respond(send, status, body, [*headers, (b"allow", b"POST")])
+    return True
+
+
 class InferRoute:
     def __init__(self, state: WorkerState, fallback: ASGIApp) -> None:
         self.state = state
@@ -45,7 +55,8 @@ class InferRoute:
                     return
                 await respond(send, status, body, headers)
                 return
-        await self.fallback(scope, receive, send)
+        if not await refuse_wrong_method(scope, send):
+            await self.fallback(scope, receive, send)
 
     async def handle(self, model: str, version: str, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
         state, m = self.state, self.state.metrics

@@ -103,6 +103,8 @@ def test_front_door_rejects_like_the_worker(stack: StackThread) -> None:
     r = httpx.get(f"http://{stack.url}/v2/models/nope")
     assert r.status_code == 404 and "unknown model 'nope'" in r.json()["error"]
     assert httpx.get(f"http://{stack.url}/nowhere").status_code == 404
+    r = httpx.put(f"http://{stack.url}/v2/models/digits_mlp_small/infer")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and "use POST" in r.json()["error"]
     metrics = httpx.get(f"http://{stack.url}/metrics").text
     assert 'mark_frontdoor_requests{route="instance"}' in metrics
 

@@ -76,6 +76,9 @@ def test_unknown_model_and_route_and_version(worker) -> None:  # type: ignore[no
     assert r.status_code in (400, 404) and "error" in r.json()
     r = httpx.get(f"{base}/v3/anything")
     assert r.status_code == 404 and r.json() == {"error": "no route GET /v3/anything"}
+    r = httpx.get(f"{base}/v2/models/digits_mlp_small/infer")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json() == {"error": "GET is not allowed on /v2/models/digits_mlp_small/infer: use POST"}
 
 
 def test_payload_over_the_limit_gets_413(worker) -> None:  # type: ignore[no-untyped-def]

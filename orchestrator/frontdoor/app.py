@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ec2_worker.app_state import check_version
-from ec2_worker.infer_route import INFER_PATH
+from ec2_worker.infer_route import INFER_PATH, refuse_wrong_method
 from ec2_worker.metrics import Counter, Gauge
 from inference.asgi import ClientDisconnected, Receive, Scope, Send, error_response, header, read_body, respond
 from inference.cards import ModelCard
@@ -83,7 +83,8 @@ class FrontDoor:
                 route = (b"x-mark-route", answer.route.encode())  # instance | lambda | frontdoor
                 await respond(send, answer.status, answer.body, [*answer.headers, route])
                 return
-        await self.fallback(scope, receive, send)
+        if not await refuse_wrong_method(scope, send):
+            await self.fallback(scope, receive, send)
 
     def _fastapi(self) -> FastAPI:
         app = FastAPI(title="mark front door", docs_url=None, redoc_url=None, openapi_url=None)
