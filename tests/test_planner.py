@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -100,6 +101,18 @@ def test_spot_risk_budget_keeps_capacity_after_losing_the_largest_spot_pool() ->
     assert no_budget.cost.total_usd < plan.cost.total_usd  # the budget has a price: all-spot is cheaper
 
 
+def test_bad_lambda_option_is_named() -> None:
+    for args, msg in (
+        ((-1e-6, 10, 40.0), "usd_per_request"),
+        ((1e-6, -1, 40.0), "concurrency_limit must be >= 0"),
+        ((1e-6, 2.5, 40.0), "concurrency_limit must be an integer"),
+        ((1e-6, 10, 0.0), "latency_ms"),
+        ((1e-6, 10, math.nan), "latency_ms"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            LambdaOption(*args)  # type: ignore[arg-type]
+
+
 def test_oracle_is_a_lower_bound() -> None:
     truth = [80.0] * 3 + [400.0] * 5 + [80.0] * 7
     inp = plan_input([120.0] * 15)  # a wrong forecast
@@ -114,6 +127,13 @@ def test_bad_input_is_named() -> None:
         (dict(pools=(C5, C5)), "unique"),
         (dict(fleet=(FleetInstance("x", "p3.2xlarge", ON_DEMAND),)), "not in pools"),
         (dict(spot_cover=1.5), "spot_cover"),
+        (dict(step_seconds=math.nan), "step_seconds"),
+        (dict(min_billed_seconds=-1.0), "min_billed_seconds"),
+        (dict(max_spot_pools=0), "max_spot_pools"),
+        (dict(pools=(PoolOption("c5.large", ON_DEMAND, 0.085, 60.0, math.nan),)), "capacity and price"),
+        (dict(pools=(PoolOption("c5.large", ON_DEMAND, math.inf, 60.0, 100.0),)), "got capacity 100.0, price inf"),
+        (dict(fleet=(FleetInstance("i-1", "c5.large", ON_DEMAND),) * 2), "repeated: ['i-1']"),
+        (dict(fleet=(FleetInstance("i-1", "c5.large", ON_DEMAND, math.nan),)), "must be finite"),
     ):
         base = dict(demand_rps=(1.0,), step_seconds=60.0, pools=(C5,), fleet=(), lambda_fn=LAMBDA)
         base.update(kw)

@@ -10,6 +10,7 @@ nobody can serve. Plans from different planners therefore compare on one cost mo
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -57,9 +58,19 @@ class LambdaOption:
     concurrency_limit: int
     latency_ms: float  # warm latency: concurrency needed = rate × latency (Little's law)
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.usd_per_request) and self.usd_per_request >= 0):
+            raise ValueError(f"lambda_fn.usd_per_request must be finite and >= 0, got {self.usd_per_request}")
+        if isinstance(self.concurrency_limit, bool) or not isinstance(self.concurrency_limit, numbers.Integral):
+            raise ValueError(f"lambda_fn.concurrency_limit must be an integer, got {self.concurrency_limit!r}")
+        if self.concurrency_limit < 0:
+            raise ValueError(f"lambda_fn.concurrency_limit must be >= 0, got {self.concurrency_limit}")
+        if not (math.isfinite(self.latency_ms) and self.latency_ms > 0):
+            raise ValueError(f"lambda_fn.latency_ms must be finite and > 0, got {self.latency_ms}")
+
     @property
     def max_rps(self) -> float:
-        return self.concurrency_limit * 1000.0 / max(self.latency_ms, 1e-9)
+        return self.concurrency_limit * 1000.0 / self.latency_ms
 
 
 @dataclass(frozen=True)
@@ -107,20 +118,41 @@ class PlanInput:
             raise ValueError("demand_rps must have at least one step")
         if any(d < 0 or not math.isfinite(d) for d in self.demand_rps):
             raise ValueError("demand_rps must be finite and >= 0")
-        if self.step_seconds <= 0:
-            raise ValueError(f"step_seconds must be > 0, got {self.step_seconds}")
+        if not (math.isfinite(self.step_seconds) and self.step_seconds > 0):
+            raise ValueError(f"step_seconds must be finite and > 0, got {self.step_seconds}")
+        if not (math.isfinite(self.min_billed_seconds) and self.min_billed_seconds >= 0):
+            raise ValueError(f"min_billed_seconds must be finite and >= 0, got {self.min_billed_seconds}")
+        if self.prewarm_steps < 0 or self.max_spot_pools < 1:
+            raise ValueError(
+                f"prewarm_steps must be >= 0 and max_spot_pools >= 1, got {self.prewarm_steps}, {self.max_spot_pools}"
+            )
         keys = [p.key for p in self.pools]
         if len(set(keys)) != len(keys):
             raise ValueError("pools must be unique per (instance_type, market)")
         for p in self.pools:
             if p.market not in (ON_DEMAND, SPOT):
                 raise ValueError(f"pool {p.key}: market must be {ON_DEMAND!r} or {SPOT!r}")
-            if p.capacity_rps <= 0 or p.usd_per_hour <= 0 or p.boot_seconds < 0:
-                raise ValueError(f"pool {p.key}: capacity and price must be > 0, boot >= 0")
+            numbers = (p.capacity_rps, p.usd_per_hour, p.boot_seconds)
+            if (
+                not all(math.isfinite(x) for x in numbers)
+                or min(p.capacity_rps, p.usd_per_hour) <= 0
+                or p.boot_seconds < 0
+            ):
+                raise ValueError(
+                    f"pool {p.key}: capacity and price must be finite and > 0, boot >= 0 "
+                    f"(got capacity {p.capacity_rps}, price {p.usd_per_hour}, boot {p.boot_seconds})"
+                )
         known = set(keys)
+        ids = [f.instance_id for f in self.fleet]
+        if len(set(ids)) != len(ids):
+            raise ValueError(
+                f"fleet instance ids must be unique, repeated: {sorted({i for i in ids if ids.count(i) > 1})}"
+            )
         for f in self.fleet:
             if f.key not in known:
                 raise ValueError(f"fleet instance {f.instance_id} is of pool {f.key}, which is not in pools")
+            if not (math.isfinite(f.ready_in_s) and math.isfinite(f.launched_at_s)):
+                raise ValueError(f"fleet instance {f.instance_id}: ready_in_s and launched_at_s must be finite")
         if not 0 <= self.spot_cover <= 1:
             raise ValueError(f"spot_cover must be in [0, 1], got {self.spot_cover}")
 
