@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.capacity import capacity_table  # noqa: E402
+from orchestrator.capacity import capacity_report  # noqa: E402
 from orchestrator.catalog import load_catalog  # noqa: E402
 from orchestrator.policy.planner import (  # noqa: E402
     ON_DEMAND,
@@ -92,10 +92,10 @@ def run(name: str, ps: tuple[PoolOption, ...], n_cases: int, n_exact: int) -> bo
             gaps.append(a.cost.total_usd / exact(inp) - 1.0)
     print(f"\n{name}: {len(ps) // 2} types x 2 markets x {STEPS} steps, {len(cases)} seeded cases")
     for planner_name, xs in times.items():
-        q = statistics.quantiles(xs, n=100)
+        q = statistics.quantiles(xs, n=100, method="inclusive")
         print(f"  {planner_name:12s} p50 {statistics.median(xs):7.2f} ms   p99 {q[98]:7.2f} ms   max {max(xs):7.2f} ms")
-    p99_m = statistics.quantiles(times["milp"], n=100)[98]
-    p99_g = statistics.quantiles(times["mark_greedy"], n=100)[98]
+    p99_m = statistics.quantiles(times["milp"], n=100, method="inclusive")[98]
+    p99_g = statistics.quantiles(times["mark_greedy"], n=100, method="inclusive")[98]
     verdict = "met" if p99_m <= 50 else "MISSED"
     print(f"  milp / mark_greedy p99 ratio: {p99_m / p99_g:.1f}x   target milp p99 <= 50 ms: {verdict}")
     print(f"  milp plan strictly cheaper than mark_greedy's in {cheaper}/{len(cases)} cases")
@@ -119,7 +119,7 @@ def main() -> None:
     print("planner solve time (milp: HiGHS via highspy, 1 thread)")
     run(
         "mobilenet_v2 capacities at SLO (200 ms, 98 %)",
-        tuple(r.pool() for r in capacity_table("mobilenet_v2", cat, 200.0, 0.98)),
+        capacity_report("mobilenet_v2", cat, 200.0, 0.98).pools(),
         args.cases,
         args.exact,
     )

@@ -49,7 +49,7 @@ class CapacityRow:
     request_cpu_ms: float | None  # host CPU per request outside onnxruntime; None: not measured
 
     def pool(self) -> PoolOption:
-        """The planner's view of this row: ``tuple(r.pool() for r in capacity_table(...))`` are its pools."""
+        """The planner's view of this row (``CapacityReport.pools`` gives them all)."""
         return PoolOption(self.instance_type, self.market, self.usd_per_hour, self.boot_seconds, self.capacity_rps)
 
 
@@ -84,6 +84,10 @@ class CapacityReport:
     model: str
     rows: tuple[CapacityRow, ...]
     skipped: tuple[tuple[str, str], ...]  # (instance_type, reason)
+
+    def pools(self) -> tuple[PoolOption, ...]:
+        """The planner's pools: every feasible (type, market) with its capacity at SLO."""
+        return tuple(r.pool() for r in self.rows)
 
 
 def capacity_report(
@@ -123,22 +127,6 @@ def capacity_report(
             rows.append(_row(model, name, market, catalog, prof, plan, cpu_ms))
     rows.sort(key=lambda r: (r.usd_per_million, r.instance_type, r.market))
     return CapacityReport(model, tuple(rows), tuple(skipped))
-
-
-def capacity_table(
-    model: str,
-    catalog: Catalog,
-    rt_max_ms: float,
-    sl_min: float,
-    epsilon_ms: float = DEFAULT_EPSILON_MS,
-    *,
-    types: Iterable[str] | None = None,
-    profiles_dir: Path | None = None,
-) -> list[CapacityRow]:
-    """The feasible rows of :func:`capacity_report`, cheapest per request first (what the planner consumes)."""
-    return list(
-        capacity_report(model, catalog, rt_max_ms, sl_min, epsilon_ms, types=types, profiles_dir=profiles_dir).rows
-    )
 
 
 def _row(

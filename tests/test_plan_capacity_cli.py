@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.capacity import CapacityRow, capacity_report, capacity_table
+from orchestrator.capacity import CapacityRow, capacity_report
 from orchestrator.catalog import load_catalog
 from orchestrator.cli import main
 
@@ -109,9 +109,12 @@ def test_bad_values_exit_2_naming_the_flag(args: list[str], flag: str, capsys: p
     assert table_rows(out) == []
 
 
-def test_capacity_table_is_what_the_planner_consumes() -> None:
+def test_capacity_report_is_what_the_planner_consumes() -> None:
     catalog = load_catalog()
-    rows = capacity_table("efficientnet_lite0", catalog, 200.0, 0.98, 5.0, types=["c5.xlarge", "g4dn.xlarge"])
+    report = capacity_report("efficientnet_lite0", catalog, 200.0, 0.98, 5.0, types=["c5.xlarge", "g4dn.xlarge"])
+    rows = report.rows
+    assert [p.key for p in report.pools()] == [(r.instance_type, r.market) for r in rows]
+    assert [p.capacity_rps for p in report.pools()] == [r.capacity_rps for r in rows]
     assert all(isinstance(r, CapacityRow) for r in rows)
     assert [r.usd_per_million for r in rows] == sorted(r.usd_per_million for r in rows)
     for r in rows:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from orchestrator.capacity import capacity_table, request_cpu_ms, with_request_cpu
+from orchestrator.capacity import capacity_report, request_cpu_ms, with_request_cpu
 from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.policy.batching import ServiceProfile, plan_batching
 from orchestrator.policy.planner import ON_DEMAND, SPOT, LambdaOption, Plan, PlanInput, PoolOption, milp
@@ -76,7 +76,7 @@ def catalog() -> Catalog:
 
 
 def test_pools_from_the_committed_profiles_and_the_load_decides_cpu_or_gpu(catalog: Catalog) -> None:
-    ps = tuple(r.pool() for r in capacity_table("mobilenet_v2", catalog, 200.0, 0.98))
+    ps = capacity_report("mobilenet_v2", catalog, 200.0, 0.98).pools()
     assert {p.key for p in ps} == {(t, m) for t in catalog.known_types() for m in (ON_DEMAND, SPOT)}
     assert len(catalog.known_types()) >= 12
     od = tuple(p for p in ps if p.market == ON_DEMAND)
@@ -93,7 +93,7 @@ def test_pools_from_the_committed_profiles_and_the_load_decides_cpu_or_gpu(catal
 def test_host_cpu_per_request_bounds_capacity(catalog: Catalog) -> None:
     cpu_ms = request_cpu_ms("digits_mlp_large")
     assert cpu_ms is not None and 0.01 < cpu_ms < 5.0
-    rows = capacity_table("digits_mlp_large", catalog, 200.0, 0.98)
+    rows = capacity_report("digits_mlp_large", catalog, 200.0, 0.98).rows
     assert rows
     for r in rows:
         # T(b) alone gives the digits MLP hundreds of thousands of req/s; the event loop cannot answer that.
