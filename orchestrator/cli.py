@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--types", nargs="+", default=None, help="only these instance types (default: the catalog's)")
     cap.add_argument("--explain", action="store_true", help="print how each latency profile was obtained")
     cap.set_defaults(func=cmd_plan_capacity)
+    from orchestrator.cli_plan_fleet import add_plan_fleet_parser  # mark plan fleet
+
+    add_plan_fleet_parser(plan)
     from orchestrator.cli_forecast import add_forecast_parser  # mark forecast train|eval (predictor/)
 
     add_forecast_parser(sub)

@@ -167,6 +167,13 @@ def _single_thread_file(model: str, profiles_dir: Path | None) -> tuple[Path, di
     return path, data, slots
 
 
+def single_thread_batches(model: str, profiles_dir: Path | None = None) -> tuple[tuple[int, float, float], ...]:
+    """This machine's measured one-thread (batch size, p50 ms, p99 ms) curve of ``model``: what one
+    Lambda environment of about one vCPU does with one request."""
+    path, data, _ = _single_thread_file(model, profiles_dir)
+    return _batches(path, data)
+
+
 def _where(path: Path) -> str:
     try:
         return str(path.relative_to(PROFILES_ROOT.parent))
