@@ -202,11 +202,6 @@ class PlanInput:
     def existing_running(self, pool: PoolOption) -> list[FleetInstance]:
         return [f for f in self._usable_fleet.get(pool.key, ()) if f.ready_in_s <= 0]
 
-    def existing_booting_ready(self, pool: PoolOption, t: int) -> int:
-        """Instances of ``pool`` launched before now, still booting, that serve by step ``t``."""
-        limit = t * self.step_seconds
-        return sum(1 for f in self._usable_fleet.get(pool.key, ()) if 0 < f.ready_in_s <= limit)
-
     def existing_booting(self, pool: PoolOption) -> int:
         return sum(1 for f in self._usable_fleet.get(pool.key, ()) if f.ready_in_s > 0)
 
