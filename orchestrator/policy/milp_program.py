@@ -116,7 +116,7 @@ def solve_program(
     n_rows += H
     # Spot risk budget where it can bind: S[t] >= every spot pool's serving capacity, and total capacity
     # - S[t] + r[t] >= need. Same feasible set as one "total minus pool j" row per pool, fewer nonzeros.
-    need = inp.spot_cover * arr.demand - inp.lambda_fn.max_rps if inp.spot_cover > 0 else np.zeros(H)
+    need = inp.risk_need_rps
     binding = np.flatnonzero(need > 0) if arr.spot.any() else np.zeros(0, dtype=np.int64)
     row_of = np.full(H, -1)
     row_of[binding] = np.arange(binding.size)

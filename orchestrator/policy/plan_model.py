@@ -169,6 +169,14 @@ class PlanInput:
         return max(self.lag_steps(pool), math.ceil(self.min_billed_seconds / self.step_seconds - 1e-9), 1)
 
     @cached_property
+    def risk_need_rps(self) -> np.ndarray:
+        """Per step: serving capacity that must remain after losing the largest spot pool (Lambda's
+        ceiling already counted; <= 0 where the risk budget cannot bind, all 0 when it is off)."""
+        if self.spot_cover <= 0:
+            return np.zeros(self.horizon)
+        return self.spot_cover * np.asarray(self.demand_rps, dtype=float) - self.lambda_fn.max_rps
+
+    @cached_property
     def _usable_fleet(self) -> dict[tuple[str, str], list[FleetInstance]]:
         """The fleet by pool, interrupted instances left out (never counted on). Computed once: the
         planners ask per pool and step."""

@@ -103,14 +103,13 @@ def milp(inp: PlanInput, time_limit_s: float = MIP_TIME_LIMIT_S, *, exact: bool 
     fleet_keys = {f.key for f in inp.fleet}
     pools = sorted(used | {i for i, p in enumerate(inp.pools) if p.key in fleet_keys})
     dt = inp.step_seconds
-    need = [inp.spot_cover * d - inp.lambda_fn.max_rps if inp.spot_cover > 0 else 0.0 for d in inp.demand_rps]
     counts = fleet_dp.best_fleet(
         [_dp_pool(inp, i, relaxed[i]) for i in pools],
         inp.demand_rps,
         inp.lambda_fn.max_rps,
         dt * inp.lambda_fn.usd_per_request,
         dt * UNSERVED_USD_PER_REQUEST,
-        need,
+        inp.risk_need_rps.tolist(),
     )
     plan = evaluate(inp, _schedule_from_serving(inp, dict(zip(pools, counts, strict=True))), "milp")
     return _never_dearer_than_mark(inp, plan)
@@ -206,7 +205,7 @@ def dominated_pools(inp: PlanInput) -> set[int]:
     per-core profile) collapse to one, which removes the symmetric choices that make the MILP slow.
     Spot pools are pruned only while the risk budget cannot bind (moving capacity between spot pools
     changes which pool is the largest)."""
-    need = max(inp.spot_cover * d - inp.lambda_fn.max_rps for d in inp.demand_rps) if inp.spot_cover else -1.0
+    need = float(inp.risk_need_rps.max()) if inp.spot_cover > 0 else -1.0
     out: set[int] = set()
     if need > 0:
         # The risk budget binds: keep the max_spot_pools cheapest spot pools per capacity (ties: faster
