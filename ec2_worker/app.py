@@ -13,7 +13,7 @@ import functools
 import hmac
 import os
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,11 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ec2_worker.app_state import VERSION, WorkerState, check_version
+from ec2_worker.app_state import WorkerState
 from ec2_worker.batcher import BatchingConfig, BatchRecord, DynamicBatcher
-from ec2_worker.infer_route import InferRoute
+from ec2_worker.infer_route import WorkerInfer
+from inference.cards import ModelCard
 from inference.errors import BadRequest, InferenceError
 from inference.runtime import OnnxModel
+from inference.v2 import Readiness, Reply, V2App, error_reply
 
 ADMIN_TOKEN_ENV = "MARK_WORKER_ADMIN_TOKEN"
 
@@ -48,8 +50,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(e.status_code, msg)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(e).__name__}: {e}")
+    async def _unexpected(_: Request, e: Exception) -> Response:
+        reply = error_reply(e)  # logged with a reference; no internals in the body
+        return Response(reply.body, reply.status, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -58,55 +61,36 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(400, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
 
 
-def create_public_app(state: WorkerState) -> InferRoute:
-    """FastAPI for health, metadata and metrics, behind the plain-ASGI infer route (the hot path)."""
-    app = FastAPI(title="mark ec2 worker", docs_url=None, redoc_url=None, openapi_url=None)
-    _install_error_handlers(app)
-    m = state.metrics
+@dataclass
+class WorkerServer:
+    """The worker's side of the v2 surface (inference/v2.py): readiness, cards and batching limits."""
 
-    @app.get("/v2/health/live")
-    async def live() -> Response:
-        return JSONResponse({"live": True})
+    state: WorkerState
+    name: str = "mark-ec2-worker"
 
-    @app.get("/v2/health/ready")
-    async def ready() -> Response:
-        return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
+    def server_ready(self) -> Readiness:
+        return Readiness(self.state.ready)
 
-    @app.get("/v2")
-    async def server_metadata() -> Response:
-        return JSONResponse(
-            {"name": "mark-ec2-worker", "version": "0.1.0", "extensions": ["binary_tensor_data", "parameters"]}
-        )
+    def card(self, model: str) -> ModelCard:
+        return self.state.get(model).card
 
-    @app.get("/v2/models/{model}")
-    @app.get("/v2/models/{model}/versions/{version}")
-    async def model_metadata(model: str, version: str = VERSION) -> Response:
-        sm = state.get(model)
-        check_version(model, version)
-        return JSONResponse(sm.card.kserve_metadata(VERSION))
+    def model_ready(self, model: str) -> Readiness:
+        sm = self.state.get(model)
+        return Readiness(sm.ready and not self.state.draining, sm.error)
 
-    @app.get("/v2/models/{model}/config")
-    @app.get("/v2/models/{model}/versions/{version}/config")
-    async def model_config(model: str, version: str = VERSION) -> Response:
-        sm = state.get(model)
-        check_version(model, version)
-        cfg = sm.batcher.config if sm.batcher is not None else state.settings  # loading: as configured
-        return JSONResponse(sm.card.triton_config(cfg.max_batch_size, cfg.batch_timeout_ms))
+    def batching(self, model: str) -> tuple[int, float]:
+        sm = self.state.get(model)
+        cfg = sm.batcher.config if sm.batcher is not None else self.state.settings  # loading: as configured
+        return cfg.max_batch_size, cfg.batch_timeout_ms
 
-    @app.get("/v2/models/{model}/ready")
-    @app.get("/v2/models/{model}/versions/{version}/ready")
-    async def model_ready(model: str, version: str = VERSION) -> Response:
-        sm = state.get(model)
-        check_version(model, version)
-        ok = sm.ready and not state.draining
-        body = {"name": model, "ready": ok} | ({"error": sm.error} if sm.error else {})
-        return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(m.render(), media_type="text/plain; version=0.0.4")
+def create_public_app(state: WorkerState) -> V2App:
+    """The public port: the v2 surface plus ``/metrics`` (Triton's metric names)."""
 
-    return InferRoute(state, app)
+    def metrics() -> Reply:
+        return Reply(200, state.metrics.render().encode(), (("content-type", "text/plain; version=0.0.4"),))
+
+    return V2App(WorkerServer(state), WorkerInfer(state), extra={"/metrics": metrics})
 
 
 class BatchingUpdate(BaseModel):
@@ -193,7 +177,7 @@ def load_models(state: WorkerState, loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _record(state: WorkerState, model: str, rec: BatchRecord) -> None:
-    labels = (("model", model), ("version", VERSION))
+    labels = (("model", model), ("version", state.models[model].card.version))
     state.metrics.exec_count.inc(labels)
     state.metrics.inference_count.inc(labels, rec.rows)
     state.metrics.batch_size.observe(labels, rec.rows)

@@ -13,8 +13,6 @@ from inference.errors import ModelNotFound, Overloaded
 from inference.repository import ModelRepository, validate_name
 from inference.runtime import OnnxModel
 
-VERSION = "1"
-
 
 @dataclass
 class ServedModel:
@@ -53,8 +51,3 @@ class WorkerState:
     @property
     def ready(self) -> bool:
         return not self.draining and bool(self.models) and all(m.ready for m in self.models.values())
-
-
-def check_version(model: str, version: str) -> None:
-    if version != VERSION:
-        raise ModelNotFound(f"model {model!r} has no version {version!r}; available: [{VERSION!r}]")

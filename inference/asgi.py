@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from inference.errors import BadRequest, PayloadTooLarge
 
 Scope = MutableMapping[str, Any]
@@ -50,13 +48,6 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not msg.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def error_response(status: int, message: str, retry_after_s: float | None = None) -> tuple[int, bytes, Headers]:
-    headers: Headers = [(b"content-type", b"application/json")]
-    if retry_after_s is not None:
-        headers.append((b"retry-after", str(max(1, int(retry_after_s))).encode()))
-    return status, orjson.dumps({"error": message}), headers
 
 
 async def respond(send: Send, status: int, body: bytes, headers: Headers) -> None:

@@ -15,10 +15,21 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from inference.errors import BadRequest
 
@@ -51,6 +62,66 @@ def v2_datatype(arr: np.ndarray) -> str:
         raise BadRequest(f"numpy dtype {arr.dtype} has no KServe v2 datatype") from None
 
 
+# ---- the request header's structure (KServe v2 "$inference_request"), checked before any tensor ----
+# Parameter values are strings, numbers or booleans (KServe v2 "$parameters"); a shape has at most
+# 64 axes (numpy's limit) of int64 sizes. Checking structure first means no malformed field can
+# reach code that assumes its type: every mistake is a 400 naming the field.
+_Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
+_Parameters = dict[str, _Scalar]
+MAX_DIMS = 64
+_Dim = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+class _TensorHeader(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    datatype: StrictStr
+    shape: list[_Dim] = Field(max_length=MAX_DIMS)
+    parameters: _Parameters | None = None
+    data: Any = None
+
+
+class _OutputHeader(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    parameters: _Parameters | None = None
+
+
+class _RequestHeader(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr | StrictInt | None = None
+    parameters: _Parameters | None = None
+    inputs: list[_TensorHeader] = Field(min_length=1)
+    outputs: list[_OutputHeader] | None = None
+
+
+_REQUEST_HEADER = TypeAdapter(_RequestHeader)
+_SCALAR_MEMBERS = {"bool", "int", "float", "str"}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _header_error(e: ValidationError) -> BadRequest:
+    """The first problem, named by its field path (``outputs[0].parameters``) and what was sent."""
+    err = e.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    if loc and loc[-1] in _SCALAR_MEMBERS:  # a parameter value: pydantic names the union member tried
+        return BadRequest(f"{_field_path(loc[:-1])}: a parameter value must be a string, number or boolean (got {got})")
+    where = _field_path(loc) or "request"
+    if loc == ("inputs",):
+        return BadRequest(f"request needs a non-empty 'inputs' list (got {got})")
+    if err["type"] == "missing":
+        return BadRequest(f"{where}: required field is missing")
+    return BadRequest(f"{where}: {err['msg']} (got {got})")
+
+
 @dataclass(frozen=True)
 class RequestedOutput:
     name: str
@@ -75,23 +146,33 @@ class InferRequest:
         return int(first.shape[0]) if first.ndim else 1
 
     def timeout_us(self) -> int | None:
-        """Triton's ``timeout`` request parameter, in microseconds, if the client set one."""
+        """Triton's ``timeout`` request parameter in microseconds; None when absent or 0.
+
+        As in Triton, 0 means "no timeout" (the server's default deadline applies).
+
+        Raises:
+            BadRequest: the value is not a non-negative number.
+        """
         t = self.parameters.get("timeout")
         if t is None:
             return None
-        if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
-            raise BadRequest(f"parameter 'timeout' must be a positive number of microseconds, got {t!r}")
-        return int(t)
-
-
-def _shape(name: str, raw: Any) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
-    return tuple(raw)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t < 0:
+            raise BadRequest(f"parameters.timeout must be a non-negative number of microseconds, got {t!r}")
+        return int(t) if t > 0 else None
 
 
 def _decode_bytes_binary(name: str, buf: memoryview, count: int) -> np.ndarray:
-    """Triton's BYTES layout: each element is a 4-byte little-endian length then that many bytes."""
+    """Triton's BYTES layout: each element is a 4-byte little-endian length then that many bytes.
+
+    The element count is checked against the bytes present (each element needs at least its
+    4-byte length) before the object array is allocated: a claimed shape cannot reserve memory
+    that the body does not carry.
+    """
+    if count * 4 > len(buf):
+        raise BadRequest(
+            f"input {name!r}: its shape has {count} BYTES elements, which need at least {count * 4} bytes "
+            f"(a 4-byte length each); binary_data_size is {len(buf)}"
+        )
     out = np.empty(count, dtype=np.object_)
     off = 0
     for i in range(count):
@@ -108,27 +189,122 @@ def _decode_bytes_binary(name: str, buf: memoryview, count: int) -> np.ndarray:
     return out
 
 
+def _number_error(where: str, datatype: str, values: list[Any]) -> BadRequest | None:
+    """The first element that ``datatype`` cannot hold as sent, checked one Python value at a time
+    (the slow path, for data numpy could not type as plain integers or floats)."""
+    is_int = V2_TO_NUMPY[datatype].kind in "iu"
+    info = np.iinfo(V2_TO_NUMPY[datatype]) if is_int else None
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            return BadRequest(f"{where} holds {x!r}; {datatype} needs numbers (null, strings and booleans are refused)")
+        if info is not None:
+            if isinstance(x, float):
+                return BadRequest(f"{where} holds {x!r}; {datatype} needs integers")
+            if not info.min <= x <= info.max:
+                return BadRequest(f"{where} holds {x}, outside {datatype}'s range [{info.min}, {info.max}]")
+    return None
+
+
+def _json_values(name: str, datatype: str, data: Any, count: int) -> np.ndarray:
+    """JSON ``data`` as a flat array of ``datatype``, refusing any value the type cannot hold.
+
+    numpy's casts are silent (1.9 -> INT8 1, 70000 -> FP16 inf, "2" -> FP32 2.0); a changed value is
+    a wrong answer, so each kind is checked: integers within the type's range for integer types,
+    finite after the cast for float types, true/false for BOOL, strings for BYTES.
+    """
+    where = f"input {name!r}: 'data'"
+    try:
+        raw = np.asarray(data, dtype=np.object_ if datatype == "BYTES" else None)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadRequest(f"{where} is not a (nested) list of {datatype} values: {e}") from None
+    flat = raw.reshape(-1)
+    if flat.size != count:
+        raise BadRequest(f"{where} has {flat.size} elements, the shape needs {count}")
+    dt = V2_TO_NUMPY[datatype]
+    if count == 0:
+        return np.empty(0, dtype=dt)
+    kind = flat.dtype.kind
+    if datatype == "BYTES":
+        bad = [x for x in flat.tolist() if not isinstance(x, str)]
+        if bad:
+            raise BadRequest(f"{where} holds {bad[0]!r}; BYTES elements in JSON are strings")
+        return np.array([s.encode() for s in flat.tolist()], dtype=np.object_)
+    if datatype == "BOOL":
+        if kind != "b":
+            sample = next(x for x in np.asarray(data, dtype=np.object_).reshape(-1).tolist() if not isinstance(x, bool))
+            raise BadRequest(f"{where} holds {sample!r}; BOOL needs true or false")
+        return flat
+    if dt.kind in "iu" and kind in "iu":  # fast path: already integers, check the range
+        info = np.iinfo(dt)
+        lo, hi = int(flat.min()), int(flat.max())
+        if lo < info.min or hi > info.max:
+            raise BadRequest(
+                f"{where} holds {lo if lo < info.min else hi}, outside {datatype}'s range [{info.min}, {info.max}]"
+            )
+        return flat.astype(dt)
+    if dt.kind == "f" and kind in "iuf":  # fast path: numbers, check that the cast stays finite
+        with np.errstate(over="ignore"):
+            out = flat.astype(dt)
+        overflow = ~np.isfinite(out)
+        if overflow.any():
+            v = flat[int(np.flatnonzero(overflow)[0])].item()
+            raise BadRequest(f"{where} holds {v!r}, outside {datatype}'s range ±{float(np.finfo(dt).max):g}")
+        return out
+    values = np.asarray(data, dtype=np.object_).reshape(-1).tolist()
+    err = _number_error(where, datatype, values)
+    if err is not None:
+        raise err
+    if dt.kind in "iu":
+        return np.array(values, dtype=dt)  # every value is an int within range: exact
+    return _json_values(name, datatype, np.array(values, dtype=np.float64), count)  # now the fast path
+
+
 def _decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
-    count = math.prod(shape)
     if data is None:
         raise BadRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-    try:
-        if datatype == "BYTES":
-            flat = np.asarray(data, dtype=np.object_).reshape(-1)
-            flat = np.array([s.encode() if isinstance(s, str) else s for s in flat], dtype=np.object_)
-        else:
-            flat = np.asarray(data, dtype=V2_TO_NUMPY[datatype]).reshape(-1)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise BadRequest(f"input {name!r}: 'data' is not a (nested) list of {datatype} values: {e}") from None
-    if flat.size != count:
-        raise BadRequest(f"input {name!r}: shape {list(shape)} needs {count} elements, 'data' has {flat.size}")
-    if flat.dtype.kind == "f" and np.isnan(flat).any():  # JSON has no NaN token: these were nulls
-        raise BadRequest(f"input {name!r}: 'data' contains null; send numbers (NaN/Infinity need binary data)")
-    return flat.reshape(shape)
+    return _json_values(name, datatype, data, math.prod(shape)).reshape(shape)
+
+
+def decode_raw_binary(body: bytes, name: str, datatype: str, shape: tuple[int, ...]) -> InferRequest:
+    """Triton's "raw binary request": ``Inference-Header-Content-Length: 0`` and the body is the one
+    input's tensor, little-endian, row major.
+
+    The model's input spec gives name, datatype and shape; a dynamic batch axis (-1 first) is 1, as
+    in Triton. Any other dynamic axis cannot be deduced from a byte count, so it is refused.
+
+    Raises:
+        BadRequest: BYTES input, another dynamic axis, or a body that is not exactly one tensor.
+    """
+    if datatype == "BYTES":
+        raise BadRequest(
+            f"input {name!r} is BYTES, whose element count a raw binary body cannot give; send a JSON header "
+            "(Inference-Header-Content-Length > 0) with its shape"
+        )
+    concrete = tuple(1 if i == 0 and d < 0 else d for i, d in enumerate(shape))
+    if any(d < 0 for d in concrete):
+        raise BadRequest(
+            f"input {name!r} has dynamic axes {list(shape)} beyond the batch axis; a raw binary request cannot "
+            "give them: send a JSON header with the shape"
+        )
+    dt = V2_TO_NUMPY[datatype]
+    need = math.prod(concrete) * dt.itemsize
+    if len(body) != need:
+        raise BadRequest(
+            f"raw binary request: the body has {len(body)} bytes, input {name!r} of shape {list(concrete)} "
+            f"{datatype} needs {need} (one row; for other shapes send a JSON header)"
+        )
+    return InferRequest(inputs={name: np.frombuffer(body, dtype=dt).reshape(concrete)}, datatypes={name: datatype})
 
 
 def decode_request(body: bytes, header_length: int | str | None = None) -> InferRequest:
-    """Parse a v2 infer body (JSON, or JSON header + binary tensors)."""
+    """Parse a v2 infer body: JSON, or a JSON header of ``header_length`` bytes + binary tensors.
+
+    Every size is checked against the bytes present before anything is allocated, so memory per
+    request stays within a small multiple of the body (a claimed shape reserves nothing).
+
+    Raises:
+        BadRequest: naming the field and what is wrong (structure, datatype, shape, sizes, values).
+    """
     if header_length is not None:
         try:
             hlen = int(header_length)
@@ -144,29 +320,23 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         raise BadRequest(f"malformed JSON in request: {e}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' list")
-    raw_inputs = doc.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise BadRequest("request needs a non-empty 'inputs' list")
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise BadRequest("'parameters' must be a JSON object")
+    try:
+        head = _REQUEST_HEADER.validate_python(doc)
+    except ValidationError as e:
+        raise _header_error(e) from None
+    params: dict[str, Any] = dict(head.parameters or {})
 
     binary = memoryview(body)[hlen:]
     offset = 0
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
-    for i, t in enumerate(raw_inputs):
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise BadRequest(f"inputs[{i}] must be an object with a string 'name'")
-        name = t["name"]
+    for t in head.inputs:
+        name, datatype, shape = t.name, t.datatype, tuple(t.shape)
         if name in inputs:
             raise BadRequest(f"input {name!r} appears twice")
-        datatype = t.get("datatype")
         if datatype not in V2_TO_NUMPY:
             raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}; use one of {sorted(V2_TO_NUMPY)}")
-        shape = _shape(name, t.get("shape"))
-        tparams = t.get("parameters") or {}
-        size = tparams.get("binary_data_size") if isinstance(tparams, dict) else None
+        size = (t.parameters or {}).get("binary_data_size")
         if size is not None:
             if header_length is None:
                 raise BadRequest(f"input {name!r} has binary_data_size but no Inference-Header-Content-Length header")
@@ -191,7 +361,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
                     )
                 arr = np.frombuffer(chunk, dtype=dt).reshape(shape)
         else:
-            arr = _decode_json_data(name, datatype, shape, t.get("data"))
+            arr = _decode_json_data(name, datatype, shape, t.data)
         inputs[name] = arr
         datatypes[name] = datatype
     if offset != len(binary):
@@ -201,20 +371,12 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         raise BadRequest(f"inputs disagree on the batch size (first axis): {sorted(map(str, batch_sizes))}")
 
     outputs = None
-    if doc.get("outputs") is not None:
-        if not isinstance(doc["outputs"], list):
-            raise BadRequest("'outputs' must be a list")
-        outputs = []
-        for o in doc["outputs"]:
-            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
-                raise BadRequest("each entry of 'outputs' must be an object with a string 'name'")
-            op = o.get("parameters") or {}
-            outputs.append(RequestedOutput(o["name"], bool(op.get("binary_data", False))))
-    req_id = doc.get("id")
+    if head.outputs is not None:
+        outputs = [RequestedOutput(o.name, bool((o.parameters or {}).get("binary_data", False))) for o in head.outputs]
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
-        id=str(req_id) if req_id is not None else None,
+        id=str(head.id) if head.id is not None else None,
         parameters=params,
         outputs=outputs,
         binary_output=bool(params.get("binary_data_output", False)),

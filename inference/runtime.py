@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from inference.errors import BadRequest, ModelFailed
+from inference.errors import ModelFailed
 
 # ONNX Runtime type strings -> KServe v2 datatypes and numpy dtypes.
 ORT_TO_V2 = {
@@ -47,7 +47,7 @@ def _spec(node: ort.NodeArg) -> IOSpec:
 
 
 class OnnxModel:
-    """A loaded ONNX model. ``run`` takes already-decoded arrays and checks them against the signature."""
+    """A loaded ONNX model. ``run`` takes arrays already checked against the model card (inference/v2.py)."""
 
     def __init__(
         self,
@@ -75,28 +75,6 @@ class OnnxModel:
         self.inputs = tuple(_spec(n) for n in self.session.get_inputs())
         self.outputs = tuple(_spec(n) for n in self.session.get_outputs())
         self._input_by_name = {s.name: s for s in self.inputs}
-
-    def check_inputs(self, arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str]) -> None:
-        """Raise ``BadRequest`` naming the first missing/extra input, wrong datatype or wrong shape."""
-        missing = [n for n in self._input_by_name if n not in arrays]
-        if missing:
-            raise BadRequest(f"missing input(s) {missing}; the model expects {list(self._input_by_name)}")
-        extra = [n for n in arrays if n not in self._input_by_name]
-        if extra:
-            raise BadRequest(f"unexpected input(s) {extra}; the model expects {list(self._input_by_name)}")
-        for name, arr in arrays.items():
-            spec = self._input_by_name[name]
-            dt = datatypes.get(name, spec.datatype)
-            if dt != spec.datatype:
-                raise BadRequest(f"input {name!r} has datatype {dt}, the model expects {spec.datatype}")
-            if len(arr.shape) != len(spec.shape) or any(
-                want != -1 and got != want for got, want in zip(arr.shape, spec.shape, strict=True)
-            ):
-                raise BadRequest(
-                    f"input {name!r} has shape {list(arr.shape)}, the model expects {list(spec.shape)} (-1 = any)"
-                )
-            if arr.shape and arr.shape[0] == 0:
-                raise BadRequest(f"input {name!r} has an empty batch axis")
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

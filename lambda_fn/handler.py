@@ -37,22 +37,33 @@ import orjson
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import ALBResolver, LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from inference.cards import CARD_FILE, MODEL_FILE, ModelCard
-from inference.codec import HEADER_LENGTH, decode_request, encode_response
+from inference.codec import HEADER_LENGTH, encode_response
 from inference.errors import BadRequest, InferenceError, ModelNotFound
 from inference.repository import ModelRepository, validate_name
 from inference.runtime import OnnxModel
+from inference.v2 import (
+    Readiness,
+    Reply,
+    Resolved,
+    answer,
+    check_version,
+    error_reply,
+    failure_reason,
+    parse_infer,
+    resolve,
+)
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "mark-inference")
 NAMESPACE = "Mark"
-VERSION = "1"
 THREADS_ENV = "MARK_ORT_THREADS"
 MODELS_ENV = "MARK_MODELS"
 MODEL_URI_ENV = "MODEL_URI"
+MAX_BATCH_ENV = "MARK_MAX_BATCH_SIZE"  # rows per request, as the deployment's workers are started with
+DEFAULT_MAX_BATCH = 8
 CACHE_ENV = "MARK_MODEL_CACHE"  # where s3:// models are downloaded; Lambda's only writable disk is /tmp
 DEFAULT_CACHE = "/tmp/mark-models"
 
@@ -220,9 +231,41 @@ def _served_model(name: str) -> ServedModel:
     return served[name]
 
 
-def _check_version(model: str, version: str) -> None:
-    if version != VERSION:
-        raise ModelNotFound(f"model {model!r} has no version {version!r}; available: [{VERSION!r}]")
+def _max_batch_size() -> int:
+    raw = os.environ.get(MAX_BATCH_ENV, str(DEFAULT_MAX_BATCH))
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ModelsUnavailable(f"{MAX_BATCH_ENV} must be a positive integer, got {raw!r}")
+    return n
+
+
+class LambdaServer:
+    """The function's side of the v2 surface (inference/v2.py): one request per environment, no batcher."""
+
+    name = SERVICE
+
+    def server_ready(self) -> Readiness:
+        try:
+            load_models()
+        except InferenceError as e:
+            return Readiness(False, e.message)
+        return Readiness(True)
+
+    def card(self, model: str) -> ModelCard:
+        return _served_model(model).card
+
+    def model_ready(self, model: str) -> Readiness:
+        _served_model(model)
+        return Readiness(True)
+
+    def batching(self, model: str) -> tuple[int, float]:
+        return _max_batch_size(), 0.0
+
+
+_SERVER = LambdaServer()
 
 
 def _header(event: Mapping[str, Any], name: str) -> str | None:
@@ -246,110 +289,63 @@ def _body(event: Mapping[str, Any]) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
-def _response(status: int, body: bytes, headers: Mapping[str, str]) -> Response:
+def _response(reply: Reply) -> Response:
     """JSON stays text; anything else (Triton binary) is bytes, which Powertools base64-encodes."""
-    content_type = headers.get("content-type", "application/json")
-    extra = {k: v for k, v in headers.items() if k != "content-type"}
+    headers = dict(reply.headers)
+    content_type = headers.pop("content-type", "application/json")
     correlation_id = logger.get_correlation_id()
     if correlation_id:
-        extra["x-request-id"] = correlation_id
-    payload: str | bytes = body.decode() if content_type == "application/json" else body
-    return Response(status_code=status, content_type=content_type, body=payload, headers=extra)
+        headers["x-request-id"] = correlation_id
+    payload: str | bytes = reply.body.decode() if content_type == "application/json" else reply.body
+    return Response(status_code=reply.status, content_type=content_type, body=payload, headers=headers)
 
 
-def _json(status: int, doc: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response:
-    return _response(status, orjson.dumps(doc), dict(headers or {}))
+def _infer(event: Mapping[str, Any], r: Resolved) -> Reply:
+    """The worker's infer minus the batcher: the same parsing and checks (inference/v2.py), one run.
 
-
-def _error(status: int, message: str, retry_after_s: float | None = None) -> Response:
-    headers = {"retry-after": str(max(1, int(retry_after_s)))} if retry_after_s is not None else None
-    return _json(status, {"error": message}, headers)
-
-
-def _infer(event: Mapping[str, Any], model: str, version: str) -> Response:
-    """The worker's infer path minus the batcher: same checks in the same order, same messages."""
+    Every failure is counted (EMF ``InferenceErrorCount`` with Triton's ``reason`` dimension).
+    """
     t0 = time.perf_counter()
-    served = _served_model(model)
-    _check_version(model, version)
-    req = decode_request(_body(event), _header(event, HEADER_LENGTH))
-    served.model.check_inputs(req.inputs, req.datatypes)
-    timeout_us = req.timeout_us()
-    outputs = served.model.run(req.inputs)
-    body, headers = encode_response(model, VERSION, outputs, req, {"batch_rows": req.batch_size, "queue_us": 0})
+    try:
+        served = _served_model(r.model or "")
+        check_version(served.card, r.version)
+        req = parse_infer(_body(event), _header(event, HEADER_LENGTH), served.card, _max_batch_size())
+        timeout_us = req.timeout_us()
+        outputs = served.model.run(req.inputs)
+        params = {"batch_rows": req.batch_size, "queue_us": 0}
+        body, headers = encode_response(served.card.name, served.card.version, outputs, req, params)
+    except Exception as e:  # noqa: BLE001 - answered as JSON and counted, whatever it is
+        metrics.add_dimension(name="reason", value=failure_reason(e))
+        metrics.add_metric(name="InferenceErrorCount", unit=MetricUnit.Count, value=1)
+        return error_reply(e)
     elapsed_ms = (time.perf_counter() - t0) * 1e3
     late = timeout_us is not None and elapsed_ms * 1e3 > timeout_us
-    metrics.add_dimension(name="model", value=model)
+    metrics.add_dimension(name="model", value=served.card.name)
     metrics.add_metric(name="InferenceCount", unit=MetricUnit.Count, value=req.batch_size)
     metrics.add_metric(name="InferenceLatencyMs", unit=MetricUnit.Milliseconds, value=elapsed_ms)
     if late:
         metrics.add_metric(name="InferenceLate", unit=MetricUnit.Count, value=1)
-    logger.append_keys(model=model, rows=req.batch_size, late=late)
-    return _response(200, body, headers)
+    logger.append_keys(model=served.card.name, rows=req.batch_size, late=late)
+    return Reply(200, body, tuple(headers.items()))
 
 
-def _model_metadata(model: str, version: str) -> Response:
-    served = _served_model(model)
-    _check_version(model, version)
-    return _json(
-        200,
-        {
-            "name": model,
-            "versions": [VERSION],
-            "platform": "onnxruntime_onnx",
-            "inputs": [t.to_json() for t in served.card.inputs],
-            "outputs": [t.to_json() for t in served.card.outputs],
-        },
-    )
-
-
-def _model_ready(model: str, version: str) -> Response:
-    _served_model(model)
-    _check_version(model, version)
-    return _json(200, {"name": model, "ready": True})
-
-
-def _ready() -> Response:
+def _serve(event: Mapping[str, Any]) -> Reply:
+    """Any request: resolved by the one v2 route table, as on the worker and the front door."""
     try:
-        load_models()
-    except InferenceError as e:
-        return _json(503, {"ready": False, "error": e.message})
-    return _json(200, {"ready": True})
+        r = resolve(_method(event), str(event.get("rawPath") or event.get("path") or "/"))
+        return _infer(event, r) if r.op == "infer" else answer(_SERVER, r)
+    except Exception as e:  # noqa: BLE001 - every request gets a JSON answer
+        return error_reply(e)
+
+
+_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
 def _make_resolver(cls: type[ApiGatewayResolver]) -> ApiGatewayResolver:
-    """One resolver per event shape, with the same routes and error handling registered on each."""
+    """Powertools shapes the event and the response (Function URL or ALB, base64 for binary); the
+    routing is inference/v2.py's, through one catch-all route."""
     app = cls()
-
-    def raw_event() -> Mapping[str, Any]:
-        return app.current_event.raw_event
-
-    app.get("/v2/health/live")(lambda: _json(200, {"live": True}))
-    app.get("/v2/health/ready")(_ready)
-    app.get("/v2")(
-        lambda: _json(200, {"name": SERVICE, "version": "0.1.0", "extensions": ["binary_tensor_data", "parameters"]})
-    )
-    app.get("/v2/models/<model>")(lambda model: _model_metadata(model, VERSION))
-    app.get("/v2/models/<model>/versions/<version>")(_model_metadata)
-    app.get("/v2/models/<model>/ready")(lambda model: _model_ready(model, VERSION))
-    app.get("/v2/models/<model>/versions/<version>/ready")(_model_ready)
-    app.post("/v2/models/<model>/infer")(lambda model: _infer(raw_event(), model, VERSION))
-    app.post("/v2/models/<model>/versions/<version>/infer")(lambda model, version: _infer(raw_event(), model, version))
-
-    @app.exception_handler(InferenceError)
-    def _inference_error(e: InferenceError) -> Response:
-        metrics.add_dimension(name="reason", value=type(e).__name__)
-        metrics.add_metric(name="InferenceErrorCount", unit=MetricUnit.Count, value=1)
-        return _error(e.status, e.message, e.retry_after_s)
-
-    @app.not_found
-    def _no_route(_: NotFoundError) -> Response:
-        return _error(404, f"no route {app.current_event.http_method} {app.current_event.path}")
-
-    @app.exception_handler(Exception)
-    def _unexpected(e: Exception) -> Response:
-        logger.exception("unhandled error")
-        return _error(500, f"internal error: {type(e).__name__}: {e}")
-
+    app.route(".+", method=_METHODS)(lambda: _response(_serve(app.current_event.raw_event)))
     return app
 
 

@@ -170,8 +170,31 @@ def _local_lambda(args: argparse.Namespace, repo, catalog):  # type: ignore[no-u
             memory_mb=args.lambda_memory_mb,
             concurrency_limit=args.lambda_concurrency,
             time_factor=args.time_factor,
+            max_batch_size=args.max_batch,
         )
     )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _api_keys(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """API keys for the front door from --api-key-sha256 and MARK_API_KEY_SHA256; warn loudly when
+    the front door listens beyond loopback without any."""
+    from orchestrator.frontdoor.auth import API_KEYS_ENV, ApiKeys, digests_from_env, parse_digests
+
+    digests = parse_digests(args.api_key_sha256 or []) + digests_from_env()
+    if digests:
+        print(f"[run] API keys required on every route but health ({len(digests)} configured)", file=sys.stderr)
+        return ApiKeys(digests)
+    if args.host not in LOOPBACK:
+        print(
+            f"\n[run] WARNING: the front door listens on {args.host} and accepts ANY caller: no API key is "
+            f"configured. Set --api-key-sha256 HASH or {API_KEYS_ENV} (the SHA-256 of each key: "
+            "printf %s KEY | sha256sum).\n",
+            file=sys.stderr,
+        )
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -186,8 +209,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _ensure_model(repo, args.model)
     config = _stack_config(args, repo, catalog)
     function = _local_lambda(args, repo, catalog)
+    try:
+        api_keys = _api_keys(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.serve:
-        return _serve(config, function, args)
+        return _serve(config, function, args, catalog, api_keys)
     if args.trace:
         rates = load_trace(args.trace, scale=args.scale, limit_seconds=args.seconds)
     else:
@@ -215,7 +243,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
         return await run_workload(
-            config, rates, catalog, function=function, sl_min=args.sl_min, lambda_prewarm=args.lambda_prewarm
+            config,
+            rates,
+            catalog,
+            function=function,
+            sl_min=args.sl_min,
+            lambda_prewarm=args.lambda_prewarm,
+            api_keys=api_keys,
         )
 
     try:
@@ -227,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(config, function, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _serve(config, function, args: argparse.Namespace, catalog, api_keys) -> int:  # type: ignore[no-untyped-def]
     import asyncio
     import signal
 
@@ -238,7 +272,7 @@ def _serve(config, function, args: argparse.Namespace) -> int:  # type: ignore[n
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with LocalStack(config, function) as stack:
+        async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
             await stack.wait_running(config.initial_instances, timeout_s=120)
             base = f"http://{config.host}:{stack.port}"
             example = DIGIT_ZERO if args.model.startswith("digits") else "..."
@@ -427,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="Lambda environments warmed before the workload starts (a static stand-in for the planner's "
         "pre-warm decision)",
+    )
+    r.add_argument(
+        "--api-key-sha256",
+        action="append",
+        metavar="HASH",
+        help="require 'Authorization: Bearer KEY' on every route but health; HASH is the SHA-256 hex of KEY "
+        "(printf %%s KEY | sha256sum); repeatable; also read from MARK_API_KEY_SHA256 (comma-separated)",
     )
     _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)

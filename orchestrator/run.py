@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.cloud.base import InstanceState
 from orchestrator.cloud.local import InstanceTypeSpec, local_threads
 from orchestrator.cost import CostLedger, CostSnapshot
+from orchestrator.frontdoor.auth import ApiKeys, hash_key
 from orchestrator.httpclient import Connection, HttpConnectionError, build_request
 from orchestrator.loadgen import burst_window, replay
 from orchestrator.stack import LocalStack, StackConfig
@@ -180,12 +182,13 @@ async def run_workload(
     progress: bool = True,
     launch_at_burst: bool = True,
     lambda_prewarm: int = 0,
+    api_keys: ApiKeys | None = None,
 ) -> RunReport:
     ledger = CostLedger(catalog)
     seen: dict[str, str] = {}
     burst = burst_window(rates) if launch_at_burst else None
     launched = config.initial_instances
-    async with LocalStack(config, function) as stack:  # type: ignore[arg-type]
+    async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:  # type: ignore[arg-type]
         stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb)
 
         def cost_now() -> dict[str, float]:
@@ -198,7 +201,12 @@ async def run_workload(
         if lambda_prewarm and prewarm is not None:
             await prewarm(lambda_prewarm)  # a static stand-in for the planner's pre-warm decision (issue 4)
         repo = ModelRepository(config.repository)
-        sender = _Sender(stack.port, config.models[0], sample_payloads(repo, config.models[0]), config.rt_max_ms)
+        payloads = sample_payloads(repo, config.models[0])
+        if api_keys is not None:  # the built-in load sender gets a key of its own, for this run only
+            key = secrets.token_urlsafe(32)
+            api_keys.digests += (hash_key(key),)
+            payloads = [(b, h | {"authorization": f"Bearer {key}"}) for b, h in payloads]
+        sender = _Sender(stack.port, config.models[0], payloads, config.rt_max_ms)
         t_start = time.monotonic()
         last_progress = [0.0]
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import uvicorn
 
 from inference.repository import ModelRepository
+from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.cloud.base import Instance, InstanceState, Market
 from orchestrator.cloud.local import InstanceTypeSpec, LocalCloud, LocalCloudConfig
 from orchestrator.frontdoor.app import FrontDoor
+from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig, FunctionBackend
 
 
@@ -45,10 +46,30 @@ class _Server(uvicorn.Server):
         yield
 
 
+def catalog_prices(catalog: Catalog, type_names: list[str]) -> Callable[[Instance], float]:
+    """Each instance's price per hour from the catalog (on-demand, or the typical spot price), so the
+    dispatcher's "lowest marginal cost" compares real prices.
+
+    Raises:
+        UnknownInstanceTypeError: a type is not in the catalog (checked now, not at the first request).
+    """
+    for name in type_names:
+        catalog.instance(name)
+    return lambda inst: catalog.price_usd_per_hour(inst.instance_type, inst.market.value)
+
+
 class LocalStack:
-    def __init__(self, config: StackConfig, function: FunctionBackend | None = None, prices: Any = None) -> None:
+    def __init__(
+        self,
+        config: StackConfig,
+        function: FunctionBackend | None = None,
+        *,
+        catalog: Catalog | None = None,
+        api_keys: ApiKeys | None = None,
+    ) -> None:
         self.config = config
         types = config.types or (InstanceTypeSpec(config.instance_type, config.threads, 0.0),)
+        prices = catalog_prices(catalog or load_catalog(), [t.name for t in types])
         self.cloud = LocalCloud(
             LocalCloudConfig(
                 models=config.models,
@@ -73,7 +94,9 @@ class LocalStack:
             function,
             prices,
         )
-        self.frontdoor = FrontDoor(self.dispatcher, ModelRepository(config.repository), list(config.models))
+        self.frontdoor = FrontDoor(
+            self.dispatcher, ModelRepository(config.repository), list(config.models), api_keys=api_keys
+        )
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = config.port

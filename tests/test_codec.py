@@ -45,11 +45,11 @@ def test_binary_request_is_decoded_without_json_data() -> None:
         (b"[1,2]", None, "JSON object"),
         (b'{"inputs": []}', None, "non-empty 'inputs'"),
         (_json_body([{"name": "x", "datatype": "FP33", "shape": [1], "data": [1]}]), None, "unknown datatype 'FP33'"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}]), None, "needs 4 elements"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]), None, "non-negative integers"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]), None, "not a (nested) list"),
+        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}]), None, "the shape needs 4"),
+        (_json_body([{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]), None, "Input should be greater than or equal to 0"),
+        (_json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]), None, "holds 'a'; FP32 needs numbers"),
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [1]}]), None, "neither 'data'"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, None]}]), None, "contains null"),
+        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, None]}]), None, "holds None; FP32 needs numbers"),
         (
             _json_body(
                 [
@@ -133,7 +133,7 @@ def test_timeout_parameter_is_validated() -> None:
     )
     assert req.timeout_us() == 1500
     req.parameters["timeout"] = -3
-    with pytest.raises(BadRequest, match="positive number of microseconds"):
+    with pytest.raises(BadRequest, match="non-negative number of microseconds"):
         req.timeout_us()
 
 

@@ -169,7 +169,7 @@ def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
             models=["digits_mlp_small"], repository=str(digits_repo.root), concurrency_limit=2, log_dir=str(tmp_path)
         )
     )
-    types = (InstanceTypeSpec("c5.large", 1, 0.0), InstanceTypeSpec("slowboot", 1, 3600.0))
+    types = (InstanceTypeSpec("c5.large", 1, 0.0), InstanceTypeSpec("c5.xlarge", 1, 3600.0))
     s = StackThread(
         StackConfig(
             models=("digits_mlp_small",),
@@ -185,7 +185,7 @@ def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
         assert s.stack is not None
         cloud = s.stack.cloud
         worker = cloud.instances()[0]
-        s.call(cloud.launch("slowboot", Market.ON_DEMAND, 1))  # a launch in progress: booting for an hour
+        s.call(cloud.launch("c5.xlarge", Market.ON_DEMAND, 1))  # a launch in progress: booting for an hour
         os.kill(cloud.process_id(worker.id), signal.SIGSTOP)  # the only worker is saturated: it answers nothing
         x = np.zeros((1, 64), dtype=np.float32)
         body, headers = encode_request({"input": x})

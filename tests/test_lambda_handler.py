@@ -126,6 +126,7 @@ def packaged(digits_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch) -> I
     """The function as packaged: a model repository and the names it serves; a fresh environment."""
     monkeypatch.setenv("MARK_MODEL_REPO", str(digits_repo.root))
     monkeypatch.setenv("MARK_MODELS", MODELS)
+    monkeypatch.setenv("MARK_MAX_BATCH_SIZE", "64")
     monkeypatch.delenv("MODEL_URI", raising=False)
     fn._reset_for_tests()
     yield digits_repo

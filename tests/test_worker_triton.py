@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def worker(start_worker):  # type: ignore[no-untyped-def]
-    return start_worker(models=["digits_mlp_small", "digits_linear"], max_batch_size=8, batch_timeout_ms=2)
+    return start_worker(models=["digits_mlp_small", "digits_linear"], max_batch_size=16, batch_timeout_ms=2)
 
 
 def test_health_and_metadata(worker) -> None:  # type: ignore[no-untyped-def]

@@ -79,6 +79,7 @@ class LocalLambdaConfig:
     function_name: str = "mark-inference"
     timeout_s: float = 30.0  # the function's configured timeout
     log_dir: str | None = None  # one stderr log per environment; None: a fresh temporary folder
+    max_batch_size: int = 8  # rows per request, as the deployment's workers are started with
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -89,6 +90,8 @@ class LocalLambdaConfig:
             raise ValueError(f"memory_mb must be within Lambda's 128-10240 MB, got {self.memory_mb}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.idle_ttl_s <= 0 or self.timeout_s <= 0 or self.time_factor < 0 or self.platform_init_ms < 0:
             raise ValueError("idle_ttl_s and timeout_s must be > 0, time_factor and platform_init_ms >= 0")
 
@@ -376,6 +379,7 @@ class LocalLambda:
             "MARK_MODEL_REPO": str(Path(self.config.repository).resolve()),
             "MARK_MODELS": ",".join(self.config.models),
             "MARK_ORT_THREADS": str(self.config.threads),
+            "MARK_MAX_BATCH_SIZE": str(self.config.max_batch_size),
             "AWS_LAMBDA_FUNCTION_NAME": self.config.function_name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.config.memory_mb),
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",

@@ -1,28 +1,36 @@
 """The front door's HTTP face: KServe v2 on 127.0.0.1:8080 by default.
 
-Infer is plain ASGI straight into the dispatcher (the hot path, bodies forwarded untouched);
-health, metadata and metrics are FastAPI. Metadata comes from the model cards, so it answers even
-while no worker is up.
+The v2 surface is inference/v2.py's (the same routes as the worker and Lambda); infer bodies go to
+the dispatcher untouched (the worker or Lambda decodes them, so the front door refuses exactly what
+they refuse). Metadata comes from the model cards, so it answers even while no worker is up.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ec2_worker.app_state import check_version
-from ec2_worker.infer_route import INFER_PATH, refuse_wrong_method
-from ec2_worker.metrics import Counter, Gauge
-from inference.asgi import ClientDisconnected, Receive, Scope, Send, error_response, header, read_body, respond
+from ec2_worker.infer_route import UNKNOWN_MODEL
+from ec2_worker.metrics import Counter, Gauge, Labels
+from inference.asgi import ClientDisconnected, Receive, Scope, Send, header, read_body
 from inference.cards import ModelCard
 from inference.codec import HEADER_LENGTH
-from inference.errors import InferenceError, ModelNotFound
-from inference.repository import ModelRepository
+from inference.errors import ModelNotFound
+from inference.repository import ModelRepository, validate_name
+from inference.v2 import (
+    Readiness,
+    Reply,
+    Resolved,
+    V2App,
+    check_version,
+    error_reply,
+    failure_reason,
+    status_reason,
+)
+from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher
 
 _FORWARD = (b"content-type", HEADER_LENGTH.encode())
@@ -49,7 +57,38 @@ def request_budget_ms(body: bytes, header_length: str | None, rt_max_ms: float) 
     return rt_max_ms
 
 
+@dataclass
+class FrontDoorServer:
+    """The front door's side of the v2 surface: metadata from the model cards (it answers while no
+    worker is up), readiness from the fleet and Lambda, batching as every instance is started with."""
+
+    dispatcher: Dispatcher
+    repo: ModelRepository
+    models: list[str]
+    name: str = "mark-frontdoor"
+
+    def server_ready(self) -> Readiness:
+        d = self.dispatcher
+        return Readiness(bool(d.ready_workers()) or d.function is not None)
+
+    def card(self, model: str) -> ModelCard:
+        validate_name(model)
+        if model not in self.models:
+            raise ModelNotFound(f"unknown model {model!r}; this deployment serves {sorted(self.models)}")
+        return self.repo.card(model)
+
+    def model_ready(self, model: str) -> Readiness:
+        self.card(model)
+        return self.server_ready()
+
+    def batching(self, model: str) -> tuple[int, float]:
+        return self.dispatcher.config.max_batch, self.dispatcher.config.batch_timeout_ms
+
+
 class FrontDoor:
+    """The front door's ASGI app: the v2 surface (inference/v2.py) with infer forwarded by the
+    dispatcher, ``/metrics``, and API keys on every route but health when ``api_keys`` is set."""
+
     def __init__(
         self,
         dispatcher: Dispatcher,
@@ -58,88 +97,50 @@ class FrontDoor:
         *,
         max_body_bytes: int = 64 * 1024 * 1024,
         cost: Callable[[], dict[str, float]] | None = None,
+        api_keys: ApiKeys | None = None,
     ) -> None:
         self.dispatcher = dispatcher
-        self.repo = repo
+        self.server = FrontDoorServer(dispatcher, repo, models)
         self.models = models
         self.max_body_bytes = max_body_bytes
         self.cost = cost
-        self.fallback = self._fastapi()
+        self.api_keys = api_keys
+        self.success = Counter("nv_inference_request_success", "Inference requests answered 200, by model")
+        self.failure = Counter(
+            "nv_inference_request_failure", "Inference requests answered with an error, by model and Triton reason"
+        )
+        self.app = V2App(self.server, self.infer, extra={"/metrics": self._metrics}, authorize=api_keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = INFER_PATH.match(scope["path"])
-            if match:
-                try:
-                    body = await read_body(scope, receive, self.max_body_bytes)
-                except ClientDisconnected:
-                    return
-                except InferenceError as e:
-                    await respond(send, *error_response(e.status, e.message, e.retry_after_s))
-                    return
-                headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
-                budget_ms = request_budget_ms(body, headers.get(HEADER_LENGTH), self.dispatcher.config.rt_max_ms)
-                answer = await self.dispatcher.handle(match[1], scope["path"], body, headers, budget_ms)
-                route = (b"x-mark-route", answer.route.encode())  # instance | lambda | frontdoor
-                await respond(send, answer.status, answer.body, [*answer.headers, route])
-                return
-        if not await refuse_wrong_method(scope, send):
-            await self.fallback(scope, receive, send)
+        await self.app(scope, receive, send)
 
-    def _fastapi(self) -> FastAPI:
-        app = FastAPI(title="mark front door", docs_url=None, redoc_url=None, openapi_url=None)
-        d = self.dispatcher
+    async def infer(self, r: Resolved, scope: Scope, receive: Receive) -> Reply:
+        model = r.model or ""
+        labels: Labels = (("model", model if model in self.models else UNKNOWN_MODEL), ("version", "1"))
+        try:
+            card = self.server.card(model)
+            check_version(card, r.version)
+            labels = (("model", model), ("version", card.version))
+            body = await read_body(scope, receive, self.max_body_bytes)
+            headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
+            budget_ms = request_budget_ms(body, headers.get(HEADER_LENGTH), self.dispatcher.config.rt_max_ms)
+            answer = await self.dispatcher.handle(model, scope["path"], body, headers, budget_ms)
+        except ClientDisconnected as e:
+            self.failure.inc(labels + (("reason", failure_reason(e)),))
+            raise
+        except Exception as e:  # noqa: BLE001 - answered and counted like every other failure
+            self.failure.inc(labels + (("reason", failure_reason(e)),))
+            reply = error_reply(e)
+            return Reply(reply.status, reply.body, (*reply.headers, ("x-mark-route", "frontdoor")))
+        if answer.status == 200:
+            self.success.inc(labels)
+        else:
+            self.failure.inc(labels + (("reason", status_reason(answer.status)),))
+        headers_out = tuple((k.decode(), v.decode("latin-1")) for k, v in answer.headers)
+        return Reply(answer.status, answer.body, (*headers_out, ("x-mark-route", answer.route)))
 
-        @app.exception_handler(InferenceError)
-        async def _inference_error(_: Request, e: InferenceError) -> JSONResponse:
-            return JSONResponse({"error": e.message}, status_code=e.status)
-
-        @app.exception_handler(StarletteHTTPException)
-        async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-            msg = f"no route {request.method} {request.url.path}" if e.status_code in (404, 405) else str(e.detail)
-            return JSONResponse({"error": msg}, status_code=e.status_code)
-
-        @app.get("/v2/health/live")
-        async def live() -> Response:
-            return JSONResponse({"live": True})
-
-        @app.get("/v2/health/ready")
-        async def ready() -> Response:
-            ok = bool(d.ready_workers()) or d.function is not None
-            return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
-
-        @app.get("/v2")
-        async def server_metadata() -> Response:
-            return JSONResponse({"name": "mark-frontdoor", "version": "0.1.0", "extensions": ["binary_tensor_data"]})
-
-        @app.get("/v2/models/{model}")
-        @app.get("/v2/models/{model}/versions/{version}")
-        async def model_metadata(model: str, version: str = "1") -> Response:
-            return JSONResponse(self._card(model, version).kserve_metadata())
-
-        @app.get("/v2/models/{model}/config")
-        @app.get("/v2/models/{model}/versions/{version}/config")
-        async def model_config(model: str, version: str = "1") -> Response:
-            cfg = d.config  # what every instance is started with
-            return JSONResponse(self._card(model, version).triton_config(cfg.max_batch, cfg.batch_timeout_ms))
-
-        @app.get("/v2/models/{model}/ready")
-        async def model_ready(model: str) -> Response:
-            self._card(model)
-            ok = bool(d.ready_workers()) or d.function is not None
-            return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
-
-        @app.get("/metrics")
-        async def metrics() -> Response:
-            return Response(self.render_metrics(), media_type="text/plain; version=0.0.4")
-
-        return app
-
-    def _card(self, model: str, version: str = "1") -> ModelCard:
-        if model not in self.models:
-            raise ModelNotFound(f"unknown model {model!r}; this deployment serves {sorted(self.models)}")
-        check_version(model, version)
-        return self.repo.card(model)
+    def _metrics(self) -> Reply:
+        return Reply(200, self.render_metrics().encode(), (("content-type", "text/plain; version=0.0.4"),))
 
     def render_metrics(self) -> str:
         d = self.dispatcher
@@ -153,6 +154,11 @@ class FrontDoor:
             decisions.inc((("reason", reason),), n)
         retries = Counter("mark_frontdoor_retries", "Requests retried because their worker died mid-flight")
         retries.inc((), d.retries)
+        refusals = Counter(
+            "mark_frontdoor_worker_refusals",
+            "Requests a worker refused (503: draining, queue full, loading) and dispatch sent elsewhere",
+        )
+        refusals.inc((), d.refusals)
         slo = Gauge("mark_slo_attainment", "Share of requests answered within RTmax, over a sliding window")
         p99 = Gauge("mark_latency_p99_ms", "p99 latency through the front door over a sliding window")
         now = time.monotonic()
@@ -164,7 +170,11 @@ class FrontDoor:
         queue = Gauge("mark_worker_outstanding", "Requests sent to a worker and not yet answered")
         for wid, n in d.outstanding.items():
             queue.set((("instance", wid),), n)
-        families = [requests, decisions, retries, slo, p99, queue]
+        families = [self.success, self.failure, requests, decisions, retries, refusals, slo, p99, queue]
+        if self.api_keys is not None:
+            auth = Counter("mark_frontdoor_auth_failures", "Requests refused with 401: missing or wrong API key")
+            auth.inc((), self.api_keys.failures)
+            families.append(auth)
         lambda_stats = getattr(d.function, "stats", None)
         if lambda_stats is not None:
             st = lambda_stats()

@@ -105,7 +105,8 @@ class Dispatcher:
         self._pools: dict[str, _Pool] = {}
         self.slo = SloTracker(config.rt_max_ms)
         self.by_route: dict[str, int] = {"instance": 0, "lambda": 0, "rejected": 0, "failed": 0}
-        self.retries = 0
+        self.retries = 0  # requests re-dispatched because their worker died mid-flight
+        self.refusals = 0  # requests re-dispatched because a worker refused them (503: draining, full)
         self.decisions: dict[str, int] = {}  # dispatch decisions by reason: why traffic went where it went
         self._profiles: dict[str, tuple[float, float]] = {}
         self.on_lambda: Callable[[Any], None] | None = None  # e.g. the cost ledger, per invocation
@@ -158,36 +159,51 @@ class Dispatcher:
         )
 
     async def handle(self, model: str, path: str, body: bytes, headers: dict[str, str], budget_ms: float) -> Answer:
+        """Dispatch one request until something serves it.
+
+        A worker that refuses (503: draining, queue at its bound, still loading; nothing ran) or dies
+        mid-request is left out and the request goes back to the dispatch policy: another worker or
+        Lambda. The client sees 503 only when the policy itself rejects (every queue at its bound and
+        Lambda at its limit), 502 only when a worker died and nothing else could take the request.
+        Each worker is tried at most once, so the loop ends.
+        """
         t0 = time.perf_counter()
         excluded: set[str] = set()
-        answer = None
-        for _attempt in range(2):  # first try, then one retry if the chosen worker died
+        died = False
+        while True:
             ready = {i.id: i for i in self.ready_workers() if i.id not in excluded}
             workers = tuple(self._view(i, model) for i in ready.values())
             elapsed = (time.perf_counter() - t0) * 1e3
             decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
             self.decisions[decision.reason] = self.decisions.get(decision.reason, 0) + 1
             if decision.route == Route.REJECT:
-                self.by_route["rejected"] += 1
                 self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
+                if died:
+                    self.by_route["failed"] += 1
+                    return _error(
+                        502, "the worker serving this request died and no other worker or Lambda could take it"
+                    )
+                self.by_route["rejected"] += 1
                 return _error(503, f"overloaded: {decision.reason}", decision.retry_after_s)
             if decision.route == Route.LAMBDA:
                 answer = await self._to_lambda(model, body, headers)
-            else:
-                assert decision.worker_id is not None
-                sent = time.perf_counter()
-                answer = await self._to_worker(ready[decision.worker_id], path, body, headers)
-                if answer is not None and decision.predicted_ms:
-                    self._observe(decision.worker_id, (time.perf_counter() - sent) * 1e3, decision.predicted_ms)
-                if answer is None:  # the worker died mid-request: retry elsewhere
-                    excluded.add(decision.worker_id)
-                    self.retries += 1
-                    continue
+                break
+            assert decision.worker_id is not None
+            sent = time.perf_counter()
+            worker_answer = await self._to_worker(ready[decision.worker_id], path, body, headers)
+            if worker_answer is None:  # the worker died mid-request: retry elsewhere
+                excluded.add(decision.worker_id)
+                died = True
+                self.retries += 1
+                continue
+            if worker_answer.status == 503:  # refused before running (draining, full, loading)
+                excluded.add(decision.worker_id)
+                self.refusals += 1
+                continue
+            if decision.predicted_ms:
+                self._observe(decision.worker_id, (time.perf_counter() - sent) * 1e3, decision.predicted_ms)
+            answer = worker_answer
             break
-        if answer is None:
-            self.by_route["failed"] += 1
-            self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
-            return _error(502, "the worker serving this request died and no other worker or Lambda could take it")
         if answer.status < 500 or answer.status == 503:
             self.by_route[answer.route] += 1
         self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=answer.status < 500)
@@ -223,7 +239,7 @@ class Dispatcher:
         out_headers = [(k.encode(), v.encode()) for k, v in resp.headers.items() if k in _PASS_HEADERS]
         return Answer(resp.status, resp.body, out_headers, "instance")
 
-    async def _to_lambda(self, model: str, body: bytes, headers: dict[str, str]) -> Answer | None:
+    async def _to_lambda(self, model: str, body: bytes, headers: dict[str, str]) -> Answer:
         assert self.function is not None and self._lambda_gate is not None
         self.lambda_waiting += 1
         try:

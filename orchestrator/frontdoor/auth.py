@@ -1,0 +1,74 @@
+"""API keys for the front door: ``Authorization: Bearer <key>``, as KServe and most gateways take it.
+
+Keys are configured as SHA-256 hex digests (never the keys themselves), from ``--api-key-sha256`` or
+the ``MARK_API_KEY_SHA256`` environment variable (comma-separated). A presented key is hashed and
+compared with every configured digest by ``hmac.compare_digest`` (constant time, no early exit), so
+neither timing nor logs reveal a key. Health routes stay open for load balancers (inference/v2.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Iterable
+
+from inference.asgi import Scope, header
+from inference.errors import Unauthorized
+
+API_KEYS_ENV = "MARK_API_KEY_SHA256"
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+CHALLENGE = (("www-authenticate", 'Bearer realm="mark"'),)
+
+
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest to configure for ``key`` (same as ``printf %s KEY | sha256sum``)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_digests(values: Iterable[str]) -> tuple[str, ...]:
+    """Configured digests, lower-cased.
+
+    Raises:
+        ValueError: a value is not 64 hex characters (naming its position, never echoing a secret
+            that was pasted by mistake in place of its hash).
+    """
+    out = []
+    for i, raw in enumerate(v.strip().lower() for v in values):
+        if not raw:
+            continue
+        if not _DIGEST.match(raw):
+            raise ValueError(
+                f"API key digest #{i + 1} is not a SHA-256 hex digest (64 characters 0-9a-f); configure "
+                "the hash of each key (printf %s KEY | sha256sum), not the key"
+            )
+        out.append(raw)
+    return tuple(out)
+
+
+def digests_from_env() -> tuple[str, ...]:
+    return parse_digests(os.environ.get(API_KEYS_ENV, "").split(","))
+
+
+class ApiKeys:
+    """Checks the bearer key of a request; counts refusals (``failures``) for /metrics."""
+
+    def __init__(self, digests: Iterable[str]) -> None:
+        self.digests = tuple(digests)
+        if not self.digests:
+            raise ValueError("ApiKeys needs at least one digest")
+        self.failures = 0
+
+    def __call__(self, scope: Scope) -> None:
+        """Raises Unauthorized (401 with WWW-Authenticate) when the key is missing or wrong."""
+        value = header(scope, b"authorization") or ""
+        scheme, _, key = value.partition(" ")
+        presented = hash_key(key.strip()) if scheme.lower() == "bearer" and key.strip() else ""
+        ok = False
+        for d in self.digests:  # compare with all, so the time taken does not tell which one matched
+            ok |= hmac.compare_digest(presented.encode(), d.encode())
+        if not ok:
+            self.failures += 1
+            what = "wrong API key" if presented else "missing API key"
+            raise Unauthorized(f"{what}: send 'Authorization: Bearer <key>'", headers=CHALLENGE)
