@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_sigterm_finishes_every_accepted_request(start_worker) -> None:  # type: ignore[no-untyped-def]
-    w = start_worker(models=["digits_mlp_large"], max_batch_size=1, batch_timeout_ms=0, max_queue=10_000)
+    w = start_worker(models=["digits_mlp_large"], max_batch_size=4096, batch_timeout_ms=0, max_queue=10_000)
     x = np.random.default_rng(1).integers(0, 17, size=(4096, 64)).astype(np.float32)
     body, headers = encode_request({"input": x})
     url = f"http://{w.url}/v2/models/digits_mlp_large/infer"

@@ -71,7 +71,9 @@ class StackThread:
 
 @pytest.fixture
 def stack(digits_repo: ModelRepository) -> Iterator[StackThread]:
-    s = StackThread(StackConfig(models=("digits_mlp_small",), repository=str(digits_repo.root), port=0, threads=1))
+    s = StackThread(
+        StackConfig(models=("digits_mlp_small",), repository=str(digits_repo.root), port=0, threads=1, max_batch=32)
+    )
     yield s
     s.close()
     assert s.stack is not None
@@ -112,7 +114,12 @@ def test_front_door_rejects_like_the_worker(stack: StackThread) -> None:
 def test_killing_a_worker_under_load_loses_no_request(digits_repo: ModelRepository) -> None:
     s = StackThread(
         StackConfig(
-            models=("digits_mlp_large",), repository=str(digits_repo.root), port=0, threads=1, initial_instances=2
+            models=("digits_mlp_large",),
+            repository=str(digits_repo.root),
+            port=0,
+            threads=1,
+            initial_instances=2,
+            max_batch=2048,
         ),
         running=2,
     )

@@ -40,6 +40,7 @@ def config(digits_repo: ModelRepository, tmp_path: Path) -> Factory:
             "repository": str(digits_repo.root),
             "platform_init_ms": 50.0,
             "log_dir": str(tmp_path / "lambda-logs"),
+            "max_batch_size": 4096,  # LARGE is one 4096-row request (slow enough to overlap)
         }
         return LocalLambdaConfig(**(base | overrides))
 

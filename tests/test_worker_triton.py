@@ -35,7 +35,7 @@ def test_triton_model_config_follows_the_batcher(worker) -> None:  # type: ignor
 
     client = httpclient.InferenceServerClient(worker.url)
     cfg = client.get_model_config("digits_mlp_small")
-    assert cfg["max_batch_size"] == 8
+    assert cfg["max_batch_size"] == 16
     assert cfg["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [64]}]
     assert cfg["output"] == [{"name": "probabilities", "data_type": "TYPE_FP32", "dims": [10]}]
     assert cfg["dynamic_batching"] == {"max_queue_delay_microseconds": 2000}
