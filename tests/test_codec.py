@@ -45,11 +45,27 @@ def test_binary_request_is_decoded_without_json_data() -> None:
         (b"[1,2]", None, "JSON object"),
         (b'{"inputs": []}', None, "non-empty 'inputs'"),
         (_json_body([{"name": "x", "datatype": "FP33", "shape": [1], "data": [1]}]), None, "unknown datatype 'FP33'"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}]), None, "the shape needs 4"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]), None, "Input should be greater than or equal to 0"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]), None, "holds 'a'; FP32 needs numbers"),
+        (
+            _json_body([{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3]}]),
+            None,
+            "the shape needs 4",
+        ),
+        (
+            _json_body([{"name": "x", "datatype": "FP32", "shape": [-1], "data": [1]}]),
+            None,
+            "Input should be greater than or equal to 0",
+        ),
+        (
+            _json_body([{"name": "x", "datatype": "FP32", "shape": [1], "data": ["a"]}]),
+            None,
+            "holds 'a'; FP32 needs numbers",
+        ),
         (_json_body([{"name": "x", "datatype": "FP32", "shape": [1]}]), None, "neither 'data'"),
-        (_json_body([{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, None]}]), None, "holds None; FP32 needs numbers"),
+        (
+            _json_body([{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, None]}]),
+            None,
+            "holds None; FP32 needs numbers",
+        ),
         (
             _json_body(
                 [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import threading
@@ -19,54 +18,10 @@ from tritonclient.utils import InferenceServerException
 from inference.codec import encode_request
 from inference.repository import ModelRepository
 from inference.zoo.digits import load_split
-from orchestrator.stack import LocalStack, StackConfig
+from orchestrator.stack import StackConfig
+from tests.surfaces import StackThread
 
 pytestmark = pytest.mark.slow
-
-
-class StackThread:
-    """Runs a LocalStack on its own event loop in a thread, so sync clients can drive it."""
-
-    def __init__(self, config: StackConfig, running: int = 1, function: object | None = None) -> None:
-        self.config = config
-        self.function = function
-        self.stack: LocalStack | None = None
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main(running)), daemon=True)
-        self.thread.start()
-        if not self._ready.wait(90):
-            raise TimeoutError("stack did not start")
-        if self.error:
-            raise self.error
-
-    async def _main(self, running: int) -> None:
-        self.loop = asyncio.get_running_loop()
-        try:
-            async with LocalStack(self.config, self.function) as stack:  # type: ignore[arg-type]
-                self.stack = stack
-                await stack.wait_running(running)
-                self._ready.set()
-                while not self._stop.is_set():
-                    await asyncio.sleep(0.05)
-        except BaseException as e:  # surfaced to the test thread
-            self.error = e
-            self._ready.set()
-
-    def call(self, coro):  # type: ignore[no-untyped-def]
-        assert self.loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(60)
-
-    @property
-    def url(self) -> str:
-        assert self.stack is not None
-        return f"127.0.0.1:{self.stack.port}"
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ with the target group's multi-value option, ``multiValueHeaders`` (and must be a
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections.abc import Iterator
@@ -26,99 +25,10 @@ from inference.repository import ModelRepository
 from inference.runtime import OnnxModel
 from inference.zoo.digits import load_split
 from lambda_fn import handler as fn
-from lambda_fn.local_env import LocalContext
+from tests.surfaces import alb_event, body_of, ctx, function_url_event, header
 from tests.test_worker_bad_input import CASES, GOOD
 
 MODELS = "digits_mlp_small,digits_linear"
-TARGET_GROUP = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/mark-fn/6d0ecf831eec9f09"
-JSON = {"content-type": "application/json"}
-
-
-def _is_text(body: bytes, headers: dict[str, str]) -> bool:
-    """What AWS sends as text: JSON without a binary part; everything else arrives base64-encoded."""
-    if any(k.lower() == "inference-header-content-length" for k in headers):
-        return False
-    try:
-        body.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def function_url_event(
-    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, request_id: str = "fu-req-1"
-) -> dict[str, Any]:
-    hdrs = {k.lower(): v for k, v in (headers or {}).items()}
-    hdrs |= {"host": "abcdefgh.lambda-url.us-east-1.on.aws", "x-forwarded-proto": "https", "user-agent": "pytest"}
-    text = _is_text(body, hdrs)
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": hdrs,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "abcdefgh",
-            "domainName": "abcdefgh.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "abcdefgh",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "198.51.100.7",
-                "userAgent": "pytest",
-            },
-            "requestId": request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "22/Nov/2026:10:00:00 +0000",
-            "timeEpoch": 1795341600000,
-        },
-        "body": body.decode() if text else base64.b64encode(body).decode(),
-        "isBase64Encoded": not text,
-    }
-
-
-def alb_event(
-    method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, multi_value: bool = False
-) -> dict[str, Any]:
-    hdrs = {k.lower(): v for k, v in (headers or {}).items()}
-    hdrs |= {"host": "mark-alb-123456.us-east-1.elb.amazonaws.com", "x-forwarded-for": "198.51.100.7"}
-    text = _is_text(body, hdrs)
-    event: dict[str, Any] = {
-        "requestContext": {"elb": {"targetGroupArn": TARGET_GROUP}},
-        "httpMethod": method,
-        "path": path,
-        "body": body.decode() if text else base64.b64encode(body).decode(),
-        "isBase64Encoded": not text,
-    }
-    if multi_value:
-        event["multiValueQueryStringParameters"] = {}
-        event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
-    else:
-        event["queryStringParameters"] = {}
-        event["headers"] = hdrs
-    return event
-
-
-def ctx(request_id: str = "5e1b7c0a-0000-4000-8000-000000000001") -> LocalContext:
-    return LocalContext(aws_request_id=request_id, function_name="mark-inference", memory_limit_in_mb=2048)
-
-
-def body_of(response: dict[str, Any]) -> bytes:
-    raw = response["body"]
-    return base64.b64decode(raw) if response["isBase64Encoded"] else raw.encode()
-
-
-def header(response: dict[str, Any], name: str) -> str | None:
-    for k, v in (response.get("headers") or {}).items():
-        if k.lower() == name:
-            return str(v)
-    for k, vs in (response.get("multiValueHeaders") or {}).items():
-        if k.lower() == name:
-            return str(vs[-1])
-    return None
 
 
 @pytest.fixture
