@@ -187,9 +187,12 @@ class LambdaSurface:
 class StackThread:
     """Runs a LocalStack on its own event loop in a thread, so sync clients can drive it."""
 
-    def __init__(self, config: StackConfig, running: int = 1, function: object | None = None) -> None:
+    def __init__(
+        self, config: StackConfig, running: int = 1, function: object | None = None, **stack_kwargs: Any
+    ) -> None:
         self.config = config
         self.function = function
+        self.stack_kwargs = stack_kwargs  # LocalStack's keyword options: catalog, api_keys
         self.stack: LocalStack | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -205,7 +208,7 @@ class StackThread:
     async def _main(self, running: int) -> None:
         self.loop = asyncio.get_running_loop()
         try:
-            async with LocalStack(self.config, self.function) as stack:  # type: ignore[arg-type]
+            async with LocalStack(self.config, self.function, **self.stack_kwargs) as stack:  # type: ignore[arg-type]
                 self.stack = stack
                 await stack.wait_running(running)
                 self._ready.set()
