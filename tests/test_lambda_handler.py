@@ -248,3 +248,16 @@ def test_tracer_is_built_only_with_xray_sdk_and_not_disabled(monkeypatch: pytest
         monkeypatch.delenv("LAMBDA_TASK_ROOT", raising=False)
         tracer = fn._make_tracer()
         assert tracer is not None and tracer.disabled  # outside Lambda Powertools disables it itself
+
+
+def test_an_internal_error_is_a_counted_json_500(packaged, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(fn, "encode_response", broken)
+    body = orjson.dumps({"inputs": [GOOD]})
+    r = fn.handler(function_url_event("POST", "/v2/models/digits_mlp_small/infer", body), ctx())
+    assert r["statusCode"] == 500 and header(r, "content-type") == "application/json"
+    assert "internal error (ref " in json.loads(r["body"])["error"] and "internal detail" not in r["body"]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf[-1]["InferenceErrorCount"] == [1.0] and emf[-1]["reason"] == "OTHER"

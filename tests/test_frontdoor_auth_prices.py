@@ -1,0 +1,163 @@
+"""The front door's API keys (Authorization: Bearer) and the catalog prices behind dispatch."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from inference.repository import ModelRepository
+from orchestrator.catalog import load_catalog
+from orchestrator.cloud.base import Market
+from orchestrator.cloud.local import InstanceTypeSpec
+from orchestrator.frontdoor.auth import ApiKeys, hash_key, parse_digests
+from orchestrator.stack import StackConfig
+from tests.surfaces import StackThread
+
+pytestmark = pytest.mark.slow
+
+KEY = "mk_test_0123456789abcdef"
+MODEL = "digits_mlp_small"
+
+
+@pytest.fixture(scope="module")
+def keyed(digits_repo: ModelRepository) -> StackThread:
+    s = StackThread(
+        StackConfig(models=(MODEL,), repository=str(digits_repo.root), port=0, threads=1),
+        api_keys=ApiKeys([hash_key(KEY), hash_key("another-key")]),
+    )
+    yield s
+    s.close()
+
+
+def _infer_input() -> httpclient.InferInput:
+    inp = httpclient.InferInput("input", [1, 64], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 64), np.float32))
+    return inp
+
+
+def test_no_key_and_wrong_key_get_401_with_a_challenge(keyed: StackThread) -> None:
+    base = f"http://{keyed.url}"
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]}
+    for headers, what in (({}, "missing API key"), ({"Authorization": "Bearer nope"}, "wrong API key")):
+        for method, path in (("POST", f"/v2/models/{MODEL}/infer"), ("GET", f"/v2/models/{MODEL}"), ("GET", "/v2")):
+            r = httpx.request(method, base + path, json=body if method == "POST" else None, headers=headers)
+            assert r.status_code == 401, (path, r.text)
+            assert r.headers["www-authenticate"] == 'Bearer realm="mark"'
+            assert what in r.json()["error"] and KEY not in r.text
+    assert httpx.get(base + "/metrics").status_code == 401
+    assert httpx.get(base + "/metrics", headers={"Authorization": "Basic " + KEY}).status_code == 401
+    assert keyed.stack is not None and keyed.stack.frontdoor.api_keys is not None
+    assert keyed.stack.frontdoor.api_keys.failures >= 8
+
+
+def test_health_stays_open_for_load_balancers(keyed: StackThread) -> None:
+    assert httpx.get(f"http://{keyed.url}/v2/health/live").status_code == 200
+    assert httpx.get(f"http://{keyed.url}/v2/health/ready").status_code == 200
+
+
+def test_tritonclient_with_the_right_key(keyed: StackThread) -> None:
+    client = httpclient.InferenceServerClient(keyed.url)
+    auth = {"Authorization": f"Bearer {KEY}"}  # tritonclient adds to the dict it is given: pass copies
+    assert client.is_server_ready()  # health: no key needed
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(MODEL, [_infer_input()])
+    assert e.value.status() == "401"
+    assert client.is_model_ready(MODEL, headers=dict(auth))
+    out = client.infer(MODEL, [_infer_input()], headers=dict(auth)).as_numpy("probabilities")
+    assert out.shape == (1, 10)
+    other = client.infer(MODEL, [_infer_input()], headers={"Authorization": "Bearer another-key"})
+    assert other.as_numpy("probabilities").shape == (1, 10)
+    metrics = httpx.get(f"http://{keyed.url}/metrics", headers=auth).text
+    (family,) = [f for f in text_string_to_metric_families(metrics) if f.name == "mark_frontdoor_auth_failures"]
+    assert family.samples[0].value >= 1
+
+
+def test_digest_configuration_is_checked_without_echoing_secrets() -> None:
+    assert parse_digests([hash_key(KEY).upper(), " "]) == (hash_key(KEY),)
+    with pytest.raises(ValueError, match="digest #1 is not a SHA-256") as e:
+        parse_digests([KEY])
+    assert KEY not in str(e.value)
+    assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 example
+
+
+def test_keys_never_reach_the_log(keyed: StackThread, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    httpx.get(f"http://{keyed.url}/v2", headers={"Authorization": f"Bearer {KEY}"})
+    httpx.get(f"http://{keyed.url}/v2", headers={"Authorization": "Bearer wrong-secret"})
+    assert KEY not in caplog.text and "wrong-secret" not in caplog.text
+
+
+def _served_by(stack: StackThread) -> dict[str, float]:
+    """Requests each instance answered, from the workers' own Triton counters."""
+    assert stack.stack is not None
+    out = {}
+    for inst in stack.stack.cloud.instances():
+        text = httpx.get(f"http://{inst.endpoint}/metrics").text
+        fams = [f for f in text_string_to_metric_families(text) if f.name == "nv_inference_request_success"]
+        out[inst.instance_type] = sum(s.value for f in fams for s in f.samples)
+    return out
+
+
+def test_dispatch_prefers_the_cheaper_worker_at_catalog_prices(digits_repo: ModelRepository) -> None:
+    """Two idle workers that both meet the deadline: the cheaper type takes the work. The dearer one
+    is launched first, so it has the lower id that breaks ties when prices are missing (all zero)."""
+    catalog = load_catalog()
+    cheap, dear = "c5.large", "c5.2xlarge"
+    assert catalog.price_usd_per_hour(cheap, "on-demand") < catalog.price_usd_per_hour(dear, "on-demand")
+    s = StackThread(
+        StackConfig(
+            models=(MODEL,),
+            repository=str(digits_repo.root),
+            port=0,
+            threads=1,
+            instance_type=dear,
+            types=(InstanceTypeSpec(dear, 1, 0.0), InstanceTypeSpec(cheap, 1, 0.0)),
+        ),
+        catalog=catalog,
+    )
+    try:
+        assert s.stack is not None
+        s.call(s.stack.cloud.launch(cheap, Market.ON_DEMAND, 1))
+        s.call(s.stack.wait_running(2))
+        client = httpclient.InferenceServerClient(s.url)
+        for _ in range(20):  # one at a time: the cheap worker is always idle and in time
+            client.infer(MODEL, [_infer_input()])
+        served = _served_by(s)
+        assert served == {cheap: 20, dear: 0}, served
+        assert s.stack.dispatcher.prices(s.stack.cloud.instances()[0]) == catalog.price_usd_per_hour(dear, "on-demand")
+    finally:
+        s.close()
+
+
+def test_a_type_missing_from_the_catalog_fails_at_start(digits_repo: ModelRepository) -> None:
+    from orchestrator.catalog import UnknownInstanceTypeError
+    from orchestrator.stack import LocalStack
+
+    config = StackConfig(models=(MODEL,), repository=str(digits_repo.root), instance_type="z9.nonsense")
+    with pytest.raises(UnknownInstanceTypeError, match="z9.nonsense"):
+        LocalStack(config)
+
+
+def test_mark_run_warns_loudly_without_keys_beyond_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from orchestrator.cli import _api_keys
+
+    monkeypatch.delenv("MARK_API_KEY_SHA256", raising=False)
+    assert _api_keys(argparse.Namespace(host="127.0.0.1", api_key_sha256=None)) is None
+    assert "WARNING" not in capsys.readouterr().err
+    assert _api_keys(argparse.Namespace(host="0.0.0.0", api_key_sha256=None)) is None
+    assert "WARNING: the front door listens on 0.0.0.0 and accepts ANY caller" in capsys.readouterr().err
+    monkeypatch.setenv("MARK_API_KEY_SHA256", hash_key(KEY))
+    keys = _api_keys(argparse.Namespace(host="0.0.0.0", api_key_sha256=[hash_key("x")]))
+    assert keys is not None and set(keys.digests) == {hash_key(KEY), hash_key("x")}
+    err = capsys.readouterr().err
+    assert "WARNING" not in err and KEY not in err and hash_key(KEY) not in err
