@@ -117,15 +117,20 @@ class ServedModel:
 _served: dict[str, ServedModel] | None = None
 
 
-def _threads() -> int:
-    raw = os.environ.get(THREADS_ENV, "1")
+def _positive_env(name: str, default: int) -> int:
+    """A positive integer setting from the environment; ValueError names the variable and the value."""
+    raw = os.environ.get(name, str(default))
     try:
         n = int(raw)
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {raw!r}")
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
     return n
+
+
+def _threads() -> int:
+    return _positive_env(THREADS_ENV, 1)
 
 
 def _download_s3(uri: str) -> Path:
@@ -232,14 +237,10 @@ def _served_model(name: str) -> ServedModel:
 
 
 def _max_batch_size() -> int:
-    raw = os.environ.get(MAX_BATCH_ENV, str(DEFAULT_MAX_BATCH))
     try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ModelsUnavailable(f"{MAX_BATCH_ENV} must be a positive integer, got {raw!r}")
-    return n
+        return _positive_env(MAX_BATCH_ENV, DEFAULT_MAX_BATCH)
+    except ValueError as e:
+        raise ModelsUnavailable(str(e)) from None
 
 
 class LambdaServer:

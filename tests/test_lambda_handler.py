@@ -261,3 +261,11 @@ def test_an_internal_error_is_a_counted_json_500(packaged, monkeypatch: pytest.M
     assert "internal error (ref " in json.loads(r["body"])["error"] and "internal detail" not in r["body"]
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert emf[-1]["InferenceErrorCount"] == [1.0] and emf[-1]["reason"] == "OTHER"
+
+
+def test_a_bad_max_batch_size_setting_is_named(packaged, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MARK_MAX_BATCH_SIZE", "lots")
+    body = orjson.dumps({"inputs": [GOOD]})
+    r = fn.handler(function_url_event("POST", "/v2/models/digits_mlp_small/infer", body), ctx())
+    assert r["statusCode"] == 503
+    assert json.loads(r["body"])["error"] == "MARK_MAX_BATCH_SIZE must be a positive integer, got 'lots'"
