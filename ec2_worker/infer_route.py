@@ -12,10 +12,10 @@ import time
 
 from ec2_worker.app_state import WorkerState
 from ec2_worker.metrics import Labels
-from inference.asgi import ClientDisconnected, Receive, Scope, header, read_body
+from inference.asgi import ClientDisconnected, Receive, Scope, read_body
 from inference.codec import HEADER_LENGTH, encode_response
 from inference.errors import Overloaded
-from inference.v2 import Reply, Resolved, check_version, error_reply, failure_reason, parse_infer
+from inference.v2 import Reply, Resolved, check_version, error_reply, failure_reason, parse_infer, single_header
 
 UNKNOWN_MODEL = "(unknown)"
 _IHCL = HEADER_LENGTH.encode()
@@ -39,7 +39,7 @@ class WorkerInfer:
                 raise Overloaded("worker is draining and accepts no new requests", retry_after_s=1)
             batcher = state.batcher(model)
             body = await read_body(scope, receive, state.settings.max_body_bytes)
-            req = parse_infer(body, header(scope, _IHCL), sm.card, batcher.config.max_batch_size)
+            req = parse_infer(body, single_header(scope, _IHCL), sm.card, batcher.config.max_batch_size)
             fut = batcher.submit(req.inputs, req.timeout_us())
             m.pending.inc(labels)
             pending = True

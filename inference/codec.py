@@ -69,6 +69,7 @@ def v2_datatype(arr: np.ndarray) -> str:
 _Scalar = StrictBool | StrictInt | StrictFloat | StrictStr
 _Parameters = dict[str, _Scalar]
 MAX_DIMS = 64
+MAX_TENSOR_BYTES = int(np.iinfo(np.intp).max)
 _Dim = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 
 
@@ -336,6 +337,9 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
             raise BadRequest(f"input {name!r} appears twice")
         if datatype not in V2_TO_NUMPY:
             raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}; use one of {sorted(V2_TO_NUMPY)}")
+        # numpy refuses any shape whose non-zero axes overflow its index type, even with no elements
+        if math.prod(d or 1 for d in shape) * V2_TO_NUMPY[datatype].itemsize > MAX_TENSOR_BYTES:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} is larger than any tensor can be")
         size = (t.parameters or {}).get("binary_data_size")
         if size is not None:
             if header_length is None:
@@ -371,7 +375,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         raise BadRequest(f"inputs disagree on the batch size (first axis): {sorted(map(str, batch_sizes))}")
 
     outputs = None
-    if head.outputs is not None:
+    if head.outputs:  # absent or empty: every output, as when none are named
         outputs = [RequestedOutput(o.name, bool((o.parameters or {}).get("binary_data", False))) for o in head.outputs]
     return InferRequest(
         inputs=inputs,
@@ -391,9 +395,14 @@ def _bytes_payload(arr: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def _json_data(arr: np.ndarray) -> list[Any]:
+def _json_data(name: str, arr: np.ndarray) -> list[Any]:
     if arr.dtype == np.object_:
         return [x.decode(errors="replace") if isinstance(x, bytes) else x for x in arr.reshape(-1).tolist()]
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # JSON has no NaN/Infinity: it would read null
+        raise BadRequest(
+            f"tensor {name!r} holds NaN or Infinity, which JSON cannot carry; ask for it as binary data "
+            "(outputs[].parameters.binary_data or parameters.binary_data_output)"
+        )
     return arr.reshape(-1).tolist()
 
 
@@ -410,7 +419,7 @@ def encode_tensors(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _json_data(arr)
+            entry["data"] = _json_data(name, arr)
         entries.append(entry)
     return entries, chunks
 

@@ -276,6 +276,14 @@ def error_reply(e: BaseException) -> Reply:
     return json_reply(500, {"error": f"internal error (ref {ref}); the server log has the details"})
 
 
+def single_header(scope: Scope, name: bytes) -> str | None:
+    """A header that must appear at most once; sent twice it is ambiguous, so it is refused (400)."""
+    values = [bytes(v).decode("latin-1") for k, v in scope["headers"] if k == name]
+    if len(values) > 1:
+        raise BadRequest(f"header {name.decode()} is given {len(values)} times; send it once")
+    return values[0] if values else None
+
+
 InferHandler = Callable[[Resolved, Scope, Receive], Awaitable[Reply]]
 
 

@@ -269,12 +269,18 @@ class LambdaServer:
 _SERVER = LambdaServer()
 
 
-def _header(event: Mapping[str, Any], name: str) -> str | None:
-    """A request header from either event shape (ALB's multi-value form keeps the last value)."""
+def _header(event: Mapping[str, Any], name: str, *, once: bool = False) -> str | None:
+    """A request header from either event shape (ALB's multi-value form keeps the last value).
+
+    ``once``: a header that must not repeat (as on the worker): several values are a 400. A Function
+    URL joins repeats with commas, which the header's own parsing then refuses.
+    """
     for field in ("headers", "multiValueHeaders"):
         for key, value in (event.get(field) or {}).items():
             if key.lower() == name:
                 if isinstance(value, list):
+                    if once and len(value) > 1:
+                        raise BadRequest(f"header {name} is given {len(value)} times; send it once")
                     return str(value[-1]) if value else None
                 return str(value)
     return None
@@ -310,7 +316,7 @@ def _infer(event: Mapping[str, Any], r: Resolved) -> Reply:
     try:
         served = _served_model(r.model or "")
         check_version(served.card, r.version)
-        req = parse_infer(_body(event), _header(event, HEADER_LENGTH), served.card, _max_batch_size())
+        req = parse_infer(_body(event), _header(event, HEADER_LENGTH, once=True), served.card, _max_batch_size())
         timeout_us = req.timeout_us()
         outputs = served.model.run(req.inputs)
         params = {"batch_rows": req.batch_size, "queue_us": 0}

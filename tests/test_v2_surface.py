@@ -19,7 +19,7 @@ import orjson
 import pytest
 import tritonclient.http as httpclient
 
-from inference.codec import decode_response
+from inference.codec import decode_response, encode_request
 from inference.repository import ModelRepository
 from inference.runtime import OnnxModel
 from inference.v2 import ROUTES
@@ -381,3 +381,39 @@ def test_a_refusing_worker_sends_the_request_elsewhere(repo: ModelRepository) ->
         assert any(i.id == second and i.state.value == "running" for i in cloud.instances())
     finally:
         stack.close()
+
+
+# ---- found by the property test (tests/test_v2_property.py) ----------------------------------------
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_an_empty_tensor_with_a_huge_axis_is_a_400(surfaces: dict[str, object], name: str) -> None:
+    doc = {"inputs": [dict(ROW, shape=[0, 2**62], data=[])]}
+    _error(_surface(surfaces, name).call("POST", INFER, _json(doc)), 400, "larger than any tensor can be")
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_non_finite_outputs_are_never_sent_as_json_null(surfaces: dict[str, object], name: str) -> None:
+    s = _surface(surfaces, name)
+    row = np.full((1, 64), np.inf, np.float32)
+    _error(s.call("POST", INFER, row.tobytes(), {IHCL: "0"}), 400, "NaN or Infinity", "binary")
+    body, headers = encode_request({"input": row}, binary=True, binary_output=True)
+    probs = _outputs(s.call("POST", INFER, body, headers))["probabilities"]
+    assert probs.shape == (1, 10) and not np.isfinite(probs).all()
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_an_empty_outputs_list_means_every_output(surfaces: dict[str, object], name: str) -> None:
+    r = _surface(surfaces, name).call("POST", INFER, _json({"inputs": [ROW], "outputs": []}))
+    assert r.status == 200 and [o["name"] for o in r.json()["outputs"]] == ["probabilities"]
+
+
+@pytest.mark.parametrize("name", ["worker", "frontdoor"])
+def test_a_repeated_header_length_is_a_400(surfaces: dict[str, object], name: str) -> None:
+    s = _surface(surfaces, name)
+    assert isinstance(s, HttpSurface)
+    body, headers = encode_request({"input": np.zeros((1, 64), np.float32)})
+    length = headers["inference-header-content-length"]
+    twice = [(IHCL, length), (IHCL, length)]
+    r = httpx.post(f"http://{s.url}{INFER}", content=body, headers=twice)
+    assert r.status_code == 400 and "given 2 times" in r.json()["error"]

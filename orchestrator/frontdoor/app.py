@@ -28,12 +28,14 @@ from inference.v2 import (
     check_version,
     error_reply,
     failure_reason,
+    single_header,
     status_reason,
 )
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher
 
-_FORWARD = (b"content-type", HEADER_LENGTH.encode())
+_IHCL = HEADER_LENGTH.encode()
+_FORWARD = (b"content-type",)
 
 
 def request_budget_ms(body: bytes, header_length: str | None, rt_max_ms: float) -> float:
@@ -123,6 +125,8 @@ class FrontDoor:
             labels = (("model", model), ("version", card.version))
             body = await read_body(scope, receive, self.max_body_bytes)
             headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
+            if (ihcl := single_header(scope, _IHCL)) is not None:  # refused when sent twice, as by the worker
+                headers[HEADER_LENGTH] = ihcl
             budget_ms = request_budget_ms(body, headers.get(HEADER_LENGTH), self.dispatcher.config.rt_max_ms)
             answer = await self.dispatcher.handle(model, scope["path"], body, headers, budget_ms)
         except ClientDisconnected as e:
