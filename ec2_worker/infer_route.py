@@ -2,8 +2,7 @@
 
 Every outcome is counted in Triton's metrics: ``nv_inference_request_success``, or
 ``nv_inference_request_failure`` with Triton's reason (REJECTED, CANCELED, BACKEND, OTHER). Requests
-for a model this worker does not serve are counted under ``model="(unknown)"`` so that label sets
-stay bounded whatever names clients send.
+for a model this worker does not serve are counted under ``model="(unknown)"`` (``UNKNOWN_MODEL``).
 """
 
 from __future__ import annotations
@@ -15,9 +14,17 @@ from ec2_worker.metrics import Labels
 from inference.asgi import ClientDisconnected, Receive, Scope, read_body
 from inference.codec import HEADER_LENGTH, encode_response
 from inference.errors import Overloaded
-from inference.v2 import Reply, Resolved, check_version, error_reply, failure_reason, parse_infer, single_header
+from inference.v2 import (
+    UNKNOWN_MODEL,
+    Reply,
+    Resolved,
+    check_version,
+    error_reply,
+    failure_reason,
+    parse_infer,
+    single_header,
+)
 
-UNKNOWN_MODEL = "(unknown)"
 _IHCL = HEADER_LENGTH.encode()
 
 

@@ -50,6 +50,9 @@ EXTENSIONS = ("binary_tensor_data", "parameters", "model_configuration")
 
 # Triton's nv_inference_request_failure reasons.
 REJECTED, CANCELED, BACKEND, OTHER = "REJECTED", "CANCELED", "BACKEND", "OTHER"
+# The model label of requests for a model that is not served: client-chosen names never become
+# label values, so label sets stay bounded (parentheses cannot appear in a model name).
+UNKNOWN_MODEL = "(unknown)"
 
 
 @dataclass(frozen=True)

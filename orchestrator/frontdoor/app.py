@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import orjson
 
-from ec2_worker.infer_route import UNKNOWN_MODEL
 from ec2_worker.metrics import Counter, Gauge, Labels
 from inference.asgi import ClientDisconnected, Receive, Scope, Send, header, read_body
 from inference.cards import ModelCard
@@ -21,6 +20,7 @@ from inference.codec import HEADER_LENGTH
 from inference.errors import ModelNotFound
 from inference.repository import ModelRepository, validate_name
 from inference.v2 import (
+    UNKNOWN_MODEL,
     Readiness,
     Reply,
     Resolved,
