@@ -18,9 +18,11 @@ from inference.v2 import (
     UNKNOWN_MODEL,
     Reply,
     Resolved,
+    body_limit_reason,
     check_version,
     error_reply,
     failure_reason,
+    max_request_bytes,
     parse_infer,
     single_header,
 )
@@ -45,8 +47,17 @@ class WorkerInfer:
             if state.draining:
                 raise Overloaded("worker is draining and accepts no new requests", retry_after_s=1)
             batcher = state.batcher(model)
-            body = await read_body(scope, receive, state.settings.max_body_bytes)
-            req = parse_infer(body, single_header(scope, _IHCL), sm.card, batcher.config.max_batch_size)
+            rows, ceiling = batcher.config.max_batch_size, state.settings.max_body_bytes
+            limit = max_request_bytes(sm.card, rows, ceiling)
+            body = await read_body(scope, receive, limit, body_limit_reason(sm.card, rows))
+            req = parse_infer(
+                body,
+                single_header(scope, _IHCL),
+                sm.card,
+                rows,
+                content_encoding=single_header(scope, b"content-encoding"),
+                max_body_bytes=ceiling,
+            )
             fut = batcher.submit(req.inputs, req.timeout_us())
             m.pending.inc(labels)
             pending = True

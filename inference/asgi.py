@@ -25,8 +25,9 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The body, refusing (413) as soon as it passes ``limit``: never buffers an oversized upload."""
+async def read_body(scope: Scope, receive: Receive, limit: int, why: str = "") -> bytes:
+    """The body, refusing (413) as soon as it passes ``limit``: never buffers an oversized upload.
+    ``why`` explains the limit in the error message."""
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
@@ -34,7 +35,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         except ValueError:
             raise BadRequest(f"Content-Length must be an integer, got {declared!r}") from None
         if size > limit:
-            raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
+            raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes{why}")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -44,7 +45,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = msg.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes{why}")
         chunks.append(chunk)
         if not msg.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

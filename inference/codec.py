@@ -127,6 +127,7 @@ def _header_error(e: ValidationError) -> BadRequest:
 class RequestedOutput:
     name: str
     binary: bool
+    class_count: Any = None  # Triton's classification extension (as sent), refused by inference/v2.py
 
 
 @dataclass
@@ -235,6 +236,8 @@ def _json_values(name: str, datatype: str, data: Any, count: int) -> np.ndarray:
             sample = next(x for x in np.asarray(data, dtype=np.object_).reshape(-1).tolist() if not isinstance(x, bool))
             raise BadRequest(f"{where} holds {sample!r}; BOOL needs true or false")
         return flat
+    if kind in "iuf" and bool in set(map(type, np.asarray(data, dtype=np.object_).reshape(-1).tolist())):
+        kind = "O"  # numpy reads true/false among numbers as 1/0: the slow path names the boolean
     if dt.kind in "iu" and kind in "iu":  # fast path: already integers, check the range
         info = np.iinfo(dt)
         lo, hi = int(flat.min()), int(flat.max())
@@ -341,6 +344,8 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         if math.prod(d or 1 for d in shape) * V2_TO_NUMPY[datatype].itemsize > MAX_TENSOR_BYTES:
             raise BadRequest(f"input {name!r}: shape {list(shape)} is larger than any tensor can be")
         size = (t.parameters or {}).get("binary_data_size")
+        if size is not None and t.data is not None:
+            raise BadRequest(f"input {name!r} has both 'data' and parameters.binary_data_size; send one")
         if size is not None:
             if header_length is None:
                 raise BadRequest(f"input {name!r} has binary_data_size but no Inference-Header-Content-Length header")
@@ -374,9 +379,13 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
     if len(batch_sizes) > 1:
         raise BadRequest(f"inputs disagree on the batch size (first axis): {sorted(map(str, batch_sizes))}")
 
-    outputs = None
-    if head.outputs:  # absent or empty: every output, as when none are named
-        outputs = [RequestedOutput(o.name, bool((o.parameters or {}).get("binary_data", False))) for o in head.outputs]
+    requested: list[RequestedOutput] = []
+    for o in head.outputs or []:  # absent or empty: every output, as when none are named
+        op = o.parameters or {}
+        if any(o.name == seen.name for seen in requested):
+            raise BadRequest(f"output {o.name!r} is requested twice")
+        requested.append(RequestedOutput(o.name, bool(op.get("binary_data", False)), op.get("class_count")))
+    outputs = requested or None
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,

@@ -51,6 +51,12 @@ class PayloadTooLarge(InferenceError):
     status = 413
 
 
+class UnsupportedMediaType(InferenceError):
+    """A Content-Encoding the server cannot decode."""
+
+    status = 415
+
+
 class Overloaded(InferenceError):
     """Not admitted (queue at its bound, draining, still loading): retry after ``retry_after_s``,
     here or elsewhere. Nothing of the request ran, so another server may take it."""

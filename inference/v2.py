@@ -21,8 +21,10 @@ CANCELED / BACKEND / OTHER in its metrics documentation).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,7 +33,7 @@ import orjson
 
 from inference.asgi import ClientDisconnected, Receive, Scope, Send, respond
 from inference.cards import ModelCard, TensorSpec
-from inference.codec import InferRequest, decode_raw_binary, decode_request
+from inference.codec import V2_TO_NUMPY, InferRequest, decode_raw_binary, decode_request
 from inference.errors import (
     BadRequest,
     InferenceError,
@@ -40,6 +42,8 @@ from inference.errors import (
     ModelNotFound,
     NoRoute,
     Overloaded,
+    PayloadTooLarge,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger("mark.v2")
@@ -213,17 +217,100 @@ def check_inputs(req: InferRequest, specs: Sequence[TensorSpec]) -> None:
             raise BadRequest(f"input {name!r} has an empty batch axis")
 
 
-def parse_infer(body: bytes, header_length: str | None, card: ModelCard, max_batch_size: int) -> InferRequest:
+# The largest body a valid request can need: a JSON header, plus per element the longest JSON number
+# with separators and indentation (binary needs at most the item size). A bigger body cannot be a
+# valid request, and refusing it unread bounds what a request costs (a JSON list of floats becomes
+# ~16-32 bytes of Python objects per text byte while it is parsed).
+HEADER_ALLOWANCE_BYTES = 64 * 1024
+JSON_BYTES_PER_ELEMENT = 64
+
+
+def max_request_bytes(card: ModelCard, max_batch_size: int, ceiling: int) -> int:
+    """The body limit for ``card`` at ``max_batch_size`` rows, at most ``ceiling`` (the server's own).
+
+    Models with a BYTES input or a dynamic axis besides the batch axis have no computable bound: the
+    ceiling applies.
+    """
+    per_request = 0
+    for spec in card.inputs:
+        if spec.datatype == "BYTES" or spec.datatype not in V2_TO_NUMPY or any(d < 0 for d in spec.shape[1:]):
+            return ceiling
+        rows = max_batch_size if not spec.shape or spec.shape[0] < 0 else spec.shape[0]
+        elements = math.prod(spec.shape[1:]) if spec.shape else 1
+        per_request += rows * elements * max(JSON_BYTES_PER_ELEMENT, V2_TO_NUMPY[spec.datatype].itemsize)
+    return min(ceiling, HEADER_ALLOWANCE_BYTES + per_request)
+
+
+def body_limit_reason(card: ModelCard, max_batch_size: int) -> str:
+    return f" (the most a request for {card.name!r} of up to {max_batch_size} rows can need)"
+
+
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "identity": 0}
+
+
+def decode_content(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """The body with its ``Content-Encoding`` undone (gzip, deflate: what tritonclient's
+    ``request_compression_algorithm`` sends), never inflating past ``limit`` bytes.
+
+    Raises:
+        UnsupportedMediaType: another encoding (415, naming it).
+        BadRequest: the data is not what the header says.
+        PayloadTooLarge: the decoded body would pass ``limit``.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding not in _DECODERS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {content_encoding!r} is not supported; send gzip, deflate or an uncompressed body"
+        )
+    if encoding == "identity":
+        return body
+    wbits = _DECODERS[encoding]
+    try:
+        d = zlib.decompressobj(wbits if encoding == "gzip" else wbits | 32)  # deflate: zlib or gzip header
+        out = d.decompress(body, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
+        if not d.eof:
+            raise BadRequest(f"the {encoding} body is truncated")
+    except zlib.error as e:
+        raise BadRequest(f"the body is not valid {encoding} data: {e}") from None
+    return out
+
+
+_IHCL_VALUE = re.compile(r"^\s*[0-9]+\s*$")
+
+
+def parse_infer(
+    body: bytes,
+    header_length: str | None,
+    card: ModelCard,
+    max_batch_size: int,
+    *,
+    content_encoding: str | None = None,
+    max_body_bytes: int = 64 * 1024 * 1024,
+) -> InferRequest:
     """Decode and check an infer body against the model: the same rules on every surface.
 
     ``Inference-Header-Content-Length: 0`` is Triton's raw binary request (the body is the single
     input's tensor, batch 1). A request with more rows than ``max_batch_size`` is refused, as Triton
     does, rather than run as one oversized batch. The ``timeout`` parameter is validated here.
+    Compressed bodies (``content_encoding``) are inflated within the model's body limit.
 
     Raises:
         BadRequest: naming the field, the input or the limit.
+        PayloadTooLarge: the body (or what it inflates to) passes the model's limit.
+        UnsupportedMediaType: an unknown Content-Encoding.
     """
-    if header_length is not None and header_length.strip() == "0":
+    limit = max_request_bytes(card, max_batch_size, max_body_bytes)
+    if len(body) > limit:
+        raise PayloadTooLarge(
+            f"request body of {len(body)} bytes exceeds the limit of {limit} bytes"
+            + body_limit_reason(card, max_batch_size)
+        )
+    body = decode_content(body, content_encoding, limit)
+    if header_length is not None and not _IHCL_VALUE.match(header_length):
+        raise BadRequest(f"Inference-Header-Content-Length must be a non-negative integer, got {header_length!r}")
+    if header_length is not None and int(header_length) == 0:
         if len(card.inputs) != 1:
             raise BadRequest(
                 f"a raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; "
@@ -240,7 +327,24 @@ def parse_infer(body: bytes, header_length: str | None, card: ModelCard, max_bat
             f"{card.name!r}; split it into requests of at most {max_batch_size} rows"
         )
     req.timeout_us()
+    check_unsupported(req)
     return req
+
+
+def check_unsupported(req: InferRequest) -> None:
+    """Refuse what would otherwise be silently ignored and change the answer's meaning: Triton's
+    sequence batching (stateful models) and classification extension (top-k labels)."""
+    p = req.parameters
+    if p.get("sequence_id") not in (None, 0, "") or p.get("sequence_start") or p.get("sequence_end"):
+        raise BadRequest(
+            "sequence batching (sequence_id/sequence_start/sequence_end) is not supported: models are stateless"
+        )
+    for o in req.outputs or []:
+        if o.class_count not in (None, 0, False):
+            raise BadRequest(
+                f"output {o.name!r}: the classification extension (class_count) is not supported; "
+                "ask for the tensor and take the top-k on the client"
+            )
 
 
 def failure_reason(e: BaseException) -> str:

@@ -316,7 +316,13 @@ def _infer(event: Mapping[str, Any], r: Resolved) -> Reply:
     try:
         served = _served_model(r.model or "")
         check_version(served.card, r.version)
-        req = parse_infer(_body(event), _header(event, HEADER_LENGTH, once=True), served.card, _max_batch_size())
+        req = parse_infer(
+            _body(event),
+            _header(event, HEADER_LENGTH, once=True),
+            served.card,
+            _max_batch_size(),
+            content_encoding=_header(event, "content-encoding", once=True),
+        )
         timeout_us = req.timeout_us()
         outputs = served.model.run(req.inputs)
         params = {"batch_rows": req.batch_size, "queue_us": 0}

@@ -417,3 +417,79 @@ def test_a_repeated_header_length_is_a_400(surfaces: dict[str, object], name: st
     twice = [(IHCL, length), (IHCL, length)]
     r = httpx.post(f"http://{s.url}{INFER}", content=body, headers=twice)
     assert r.status_code == 400 and "given 2 times" in r.json()["error"]
+
+
+# ---- found by trying it as a new user -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_a_body_bigger_than_any_valid_request_is_refused_unread(surfaces: dict[str, object], name: str) -> None:
+    """digits at 8 rows needs at most 64 KiB of header + 8 x 64 elements x 64 bytes: a 5 MB body cannot
+    be valid, and parsing it would cost the server ~16x its size in Python objects."""
+    s = _surface(surfaces, name)
+    doc = {"inputs": [dict(ROW, data=[0.0] * 1_000_000)]}
+    body = _json(doc)
+    worker = surfaces["_worker"]
+    assert isinstance(worker, WorkerProcess)
+    before = _peak_rss_kb(worker.proc.pid)
+    _error(s.call("POST", INFER, body), 413, "exceeds the limit of 98304 bytes", "up to 8 rows")
+    if name == "worker":
+        assert _peak_rss_kb(worker.proc.pid) - before < 20_000
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_booleans_among_numbers_are_refused(surfaces: dict[str, object], name: str) -> None:
+    doc = {"inputs": [dict(ROW, data=[True] + [0.0] * 63)]}
+    _error(_surface(surfaces, name).call("POST", INFER, _json(doc)), 400, "holds True")
+
+
+@pytest.mark.parametrize("name", SURFACES)
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_requests_are_inflated(surfaces: dict[str, object], name: str, encoding: str) -> None:
+    import gzip
+    import zlib
+
+    s = _surface(surfaces, name)
+    body, headers = encode_request({"input": np.ones((2, 64), np.float32)})
+    packed = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    r = s.call("POST", INFER, packed, headers | {"content-encoding": encoding})
+    assert _outputs(r)["probabilities"].shape == (2, 10)
+    _error(s.call("POST", INFER, packed, headers | {"content-encoding": "br"}), 415, "'br' is not supported")
+    _error(s.call("POST", INFER, packed[:-9], headers | {"content-encoding": encoding}), 400, "truncated")
+    bomb = gzip.compress(b" " * 50_000_000) if encoding == "gzip" else zlib.compress(b" " * 50_000_000)
+    _error(s.call("POST", INFER, bomb, {"content-encoding": encoding}), 413, "inflates past the limit")
+
+
+def test_tritonclient_request_compression(surfaces: dict[str, object]) -> None:
+    for name in ("worker", "frontdoor"):
+        s = _surface(surfaces, name)
+        assert isinstance(s, HttpSurface)
+        inp = httpclient.InferInput("input", [1, 64], "FP32")
+        inp.set_data_from_numpy(np.zeros((1, 64), np.float32))
+        client = httpclient.InferenceServerClient(s.url)
+        for algorithm in ("gzip", "deflate"):
+            out = client.infer(DIGITS, [inp], request_compression_algorithm=algorithm)
+            assert out.as_numpy("probabilities").shape == (1, 10), name
+
+
+UNSUPPORTED_CASES = [
+    ({"inputs": [ROW], "outputs": [{"name": "probabilities", "parameters": {"class_count": 3}}]}, "class_count"),
+    ({"inputs": [ROW], "parameters": {"sequence_id": 7, "sequence_start": True}}, "sequence batching"),
+    ({"inputs": [ROW], "outputs": [{"name": "probabilities"}, {"name": "probabilities"}]}, "requested twice"),
+    ({"inputs": [dict(ROW, parameters={"binary_data_size": 0})]}, "both 'data' and parameters.binary_data_size"),
+]
+
+
+@pytest.mark.parametrize("name", SURFACES)
+@pytest.mark.parametrize(("doc", "message"), UNSUPPORTED_CASES, ids=[c[1] for c in UNSUPPORTED_CASES])
+def test_what_would_be_silently_ignored_is_refused(
+    surfaces: dict[str, object], name: str, doc: dict[str, object], message: str
+) -> None:
+    headers = {IHCL: str(len(_json(doc)))} if "binary_data_size" in message else {}
+    _error(_surface(surfaces, name).call("POST", INFER, _json(doc), headers), 400, message)
+
+
+@pytest.mark.parametrize("name", SURFACES)
+@pytest.mark.parametrize("value", ["+5", "1_0", "0x10", "-0"])
+def test_header_length_is_a_plain_integer(surfaces: dict[str, object], name: str, value: str) -> None:
+    _error(_surface(surfaces, name).call("POST", INFER, _json({"inputs": [ROW]}), {IHCL: value}), 400, repr(value))

@@ -25,30 +25,40 @@ from inference.v2 import (
     Reply,
     Resolved,
     V2App,
+    body_limit_reason,
     check_version,
     error_reply,
     failure_reason,
+    max_request_bytes,
     single_header,
     status_reason,
 )
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher
 
-_IHCL = HEADER_LENGTH.encode()
+_SINGLE = (HEADER_LENGTH.encode(), b"content-encoding")  # forwarded; ambiguous when repeated
 _FORWARD = (b"content-type",)
 
 
-def request_budget_ms(body: bytes, header_length: str | None, rt_max_ms: float) -> float:
+BUDGET_PARSE_MAX_BYTES = 1024 * 1024
+
+
+def request_budget_ms(body: bytes, headers: dict[str, str], rt_max_ms: float) -> float:
     """RTmax, or the client's tighter Triton ``timeout`` (µs) when it sent one.
 
-    The JSON header is parsed only when it mentions ``"timeout"``: most requests don't, and the
-    front door must not pay a JSON parse per request (bodies are forwarded unparsed).
+    The JSON header is parsed only when it mentions ``"timeout"`` and is at most 1 MiB: most requests
+    don't, and the front door must not pay a JSON parse per request (bodies are forwarded unparsed),
+    nor a large one on its event loop. A compressed body is not inflated here. Where the front door
+    does not read the timeout, the worker's batcher still holds the request to it.
     """
+    if headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return rt_max_ms
+    header_length = headers.get(HEADER_LENGTH)
     try:
         head = body[: int(header_length)] if header_length else body
     except ValueError:
         return rt_max_ms  # the worker rejects the bad header with the right message
-    if b'"timeout"' not in head:
+    if len(head) > BUDGET_PARSE_MAX_BYTES or b'"timeout"' not in head:
         return rt_max_ms
     try:
         t = orjson.loads(head).get("parameters", {}).get("timeout")
@@ -123,11 +133,14 @@ class FrontDoor:
             card = self.server.card(model)
             check_version(card, r.version)
             labels = (("model", model), ("version", card.version))
-            body = await read_body(scope, receive, self.max_body_bytes)
+            rows = self.dispatcher.config.max_batch  # what every instance is started with
+            limit = max_request_bytes(card, rows, self.max_body_bytes)
+            body = await read_body(scope, receive, limit, body_limit_reason(card, rows))
             headers = {k.decode(): v for k in _FORWARD if (v := header(scope, k)) is not None}
-            if (ihcl := single_header(scope, _IHCL)) is not None:  # refused when sent twice, as by the worker
-                headers[HEADER_LENGTH] = ihcl
-            budget_ms = request_budget_ms(body, headers.get(HEADER_LENGTH), self.dispatcher.config.rt_max_ms)
+            for name in _SINGLE:  # refused when sent twice, as by the worker
+                if (value := single_header(scope, name)) is not None:
+                    headers[name.decode()] = value
+            budget_ms = request_budget_ms(body, headers, self.dispatcher.config.rt_max_ms)
             answer = await self.dispatcher.handle(model, scope["path"], body, headers, budget_ms)
         except ClientDisconnected as e:
             self.failure.inc(labels + (("reason", failure_reason(e)),))
