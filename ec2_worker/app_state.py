@@ -9,9 +9,10 @@ from ec2_worker.batcher import DynamicBatcher
 from ec2_worker.config import WorkerSettings
 from ec2_worker.metrics import WorkerMetrics
 from inference.cards import ModelCard
-from inference.errors import ModelNotFound, Overloaded
+from inference.errors import Overloaded
 from inference.repository import ModelRepository, validate_name
 from inference.runtime import OnnxModel
+from inference.v2 import unknown_model
 
 
 @dataclass
@@ -39,7 +40,7 @@ class WorkerState:
         validate_name(name)
         sm = self.models.get(name)
         if sm is None:
-            raise ModelNotFound(f"unknown model {name!r}; this worker serves {sorted(self.models)}")
+            raise unknown_model(name, self.models)
         return sm
 
     def batcher(self, name: str) -> DynamicBatcher:

@@ -25,7 +25,7 @@ import math
 import re
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +47,7 @@ from inference.errors import (
 )
 
 log = logging.getLogger("mark.v2")
+MAX_ERROR_CHARS = 1000
 
 SERVER_VERSION = "0.1.0"
 # Triton's extension names (server metadata). "model_configuration": GET .../config.
@@ -92,6 +93,7 @@ def _compile(template: str) -> re.Pattern[str]:
 
 
 _COMPILED = tuple((r, _compile(r.path)) for r in ROUTES)
+HEALTH_PATHS = frozenset(r.path for r in ROUTES if r.op in HEALTH_OPS)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,11 @@ class Server(Protocol):
         ...
 
 
+def unknown_model(name: str, served: Iterable[str]) -> ModelNotFound:
+    """The one 404 for a model this server does not serve, worded alike on every surface."""
+    return ModelNotFound(f"unknown model {name!r}; served here: {sorted(served)}")
+
+
 def check_version(card: ModelCard, version: str | None) -> None:
     """Raises ModelNotFound when the path names a version this card is not."""
     if version is not None and version != card.version:
@@ -197,9 +204,10 @@ def check_inputs(req: InferRequest, specs: Sequence[TensorSpec]) -> None:
     """Raise BadRequest naming the first missing/extra input, wrong datatype or wrong shape."""
     by_name = {s.name: s for s in specs}
     missing = [n for n in by_name if n not in req.inputs]
-    if missing:
-        raise BadRequest(f"missing input(s) {missing}; the model expects {list(by_name)}")
     extra = [n for n in req.inputs if n not in by_name]
+    if missing:
+        got = f", got {extra}" if extra else ""
+        raise BadRequest(f"missing input(s) {missing}; the model expects {list(by_name)}{got}")
     if extra:
         raise BadRequest(f"unexpected input(s) {extra}; the model expects {list(by_name)}")
     for name, arr in req.inputs.items():
@@ -377,7 +385,10 @@ def error_reply(e: BaseException) -> Reply:
         headers = tuple(e.headers)
         if e.retry_after_s is not None:
             headers += (("retry-after", str(max(1, int(e.retry_after_s)))),)
-        return json_reply(e.status, {"error": e.message}, headers)
+        message = e.message
+        if len(message) > MAX_ERROR_CHARS:  # messages quote what the client sent: never echo megabytes
+            message = message[:MAX_ERROR_CHARS] + f"... ({len(message) - MAX_ERROR_CHARS} more characters)"
+        return json_reply(e.status, {"error": message}, headers)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=e)
     return json_reply(500, {"error": f"internal error (ref {ref}); the server log has the details"})
@@ -399,7 +410,7 @@ class V2App:
 
     ``infer`` executes infer requests and must answer every outcome as a Reply (it owns its failure
     counting); ``extra`` adds GET routes outside v2 (``/metrics``); ``authorize`` (front door) is
-    called for every route but health and raises ``Unauthorized``.
+    called for every path but the health routes, before routing, and raises ``Unauthorized``.
     """
 
     def __init__(
@@ -427,13 +438,11 @@ class V2App:
     async def _reply(self, scope: Scope, receive: Receive) -> Reply:
         method, path = scope["method"], scope["path"]
         try:
+            if self.authorize is not None and path not in HEALTH_PATHS:
+                self.authorize(scope)  # before routing: without a key, not even which paths exist
             if path in self.extra and method == "GET":
-                if self.authorize is not None:
-                    self.authorize(scope)
                 return self.extra[path]()
             r = resolve(method, path)
-            if self.authorize is not None and r.op not in HEALTH_OPS:
-                self.authorize(scope)
             if r.op == "infer":
                 return await self.infer(r, scope, receive)
             return answer(self.server, r)

@@ -42,7 +42,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from inference.cards import CARD_FILE, MODEL_FILE, ModelCard
 from inference.codec import HEADER_LENGTH, encode_response
-from inference.errors import BadRequest, InferenceError, ModelNotFound
+from inference.errors import BadRequest, InferenceError
 from inference.repository import ModelRepository, validate_name
 from inference.runtime import OnnxModel
 from inference.v2 import (
@@ -55,6 +55,7 @@ from inference.v2 import (
     failure_reason,
     parse_infer,
     resolve,
+    unknown_model,
 )
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "mark-inference")
@@ -232,7 +233,7 @@ def _served_model(name: str) -> ServedModel:
     validate_name(name)
     served = load_models()
     if name not in served:
-        raise ModelNotFound(f"unknown model {name!r}; this function serves {sorted(served)}")
+        raise unknown_model(name, served)
     return served[name]
 
 

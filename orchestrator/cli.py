@@ -154,6 +154,7 @@ def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-u
         threads=types[0].threads,
         max_batch=args.max_batch,
         batch_timeout_ms=args.batch_timeout_ms,
+        queue_bound=args.max_queue,
         types=types,
     )
 

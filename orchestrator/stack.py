@@ -36,7 +36,9 @@ class StackConfig:
     threads: int = 2
     max_batch: int = 8
     batch_timeout_ms: float = 5.0
-    queue_bound: int = 64  # outstanding requests per worker before the front door counts it as full
+    # Each worker's queue bound (its max_queue), which the front door also counts as "full": one
+    # number, so the front door answers 503 only where the workers would.
+    queue_bound: int = 256
     types: tuple[InstanceTypeSpec, ...] = field(default_factory=tuple)
 
 
@@ -79,6 +81,7 @@ class LocalStack:
                 max_batch_size=config.max_batch,
                 batch_timeout_ms=config.batch_timeout_ms,
                 rt_max_ms=config.rt_max_ms,
+                max_queue=config.queue_bound,
             )
         )
         self.function = function

@@ -164,3 +164,54 @@ def test_mark_run_warns_loudly_without_keys_beyond_loopback(
     assert keys is not None and set(keys.digests) == {hash_key(KEY), hash_key("x")}
     err = capsys.readouterr().err
     assert "WARNING" not in err and KEY not in err and hash_key(KEY) not in err
+
+
+def test_without_a_key_not_even_the_routes_can_be_probed(keyed: StackThread) -> None:
+    base = f"http://{keyed.url}"
+    for method, path in (("DELETE", "/v2"), ("GET", "/nowhere"), ("GET", "/v2/models/nope/ready")):
+        r = httpx.request(method, base + path)
+        assert r.status_code == 401, (method, path, r.text)
+    r = httpx.get(base + "/v2", headers={"Authorization": f"Basic {KEY}"})
+    assert r.status_code == 401 and "must be 'Bearer <key>'" in r.json()["error"] and KEY not in r.text
+    r = httpx.get(base + "/v2", headers={"Authorization": KEY})  # a key without a scheme is not echoed
+    assert r.status_code == 401 and KEY not in r.text
+    twice = [("Authorization", f"Bearer {KEY}"), ("Authorization", "Bearer other")]
+    r = httpx.get(base + "/v2", headers=twice)
+    assert r.status_code == 401 and "given 2 times" in r.json()["error"]
+    r = httpx.delete(base + "/v2", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 405  # with the key, the usual answers
+
+
+def test_a_key_variable_without_digests_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.frontdoor.auth import digests_from_env
+
+    monkeypatch.setenv("MARK_API_KEY_SHA256", ",, ,")
+    with pytest.raises(ValueError, match="set but holds no digest"):
+        digests_from_env()
+    monkeypatch.setenv("MARK_API_KEY_SHA256", "")
+    assert digests_from_env() == ()
+
+
+def test_the_front_door_counts_a_worker_full_where_the_worker_does(digits_repo: ModelRepository) -> None:
+    """One queue bound for worker and front door: concurrency the worker absorbs gets no 503 from the
+    front door (it used to count a worker full at 64 outstanding while the worker queued 256)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = StackThread(StackConfig(models=(MODEL,), repository=str(digits_repo.root), port=0, threads=1))
+    try:
+        assert s.stack is not None
+        (inst,) = s.stack.cloud.instances()
+        admin = s.stack.cloud.admin_url(inst.id)
+        worker_bound = httpx.get(f"{admin}/internal/models/{MODEL}/batching").json()["max_queue"]
+        assert s.stack.dispatcher.config.queue_bound == worker_bound == 256
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]}
+        with httpx.Client(limits=httpx.Limits(max_connections=160)) as client:
+
+            def one(_: int) -> int:
+                return client.post(f"http://{s.url}/v2/models/{MODEL}/infer", json=body, timeout=60).status_code
+
+            with ThreadPoolExecutor(150) as pool:
+                codes = list(pool.map(one, range(900)))
+        assert codes.count(200) == 900, {c: codes.count(c) for c in set(codes)}
+    finally:
+        s.close()

@@ -33,6 +33,7 @@ def stack(digits_repo: ModelRepository) -> Iterator[StackThread]:
     s.close()
     assert s.stack is not None
     assert all(i.state.value == "terminated" for i in s.stack.cloud.instances())  # nothing left running
+    assert not s.stack.cloud._workdir.exists()  # nor any temporary file
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -208,3 +208,13 @@ def test_prewarm_starts_idle_environments_billed_like_a_ping(config: Factory) ->
             assert await lam.prewarm(1) == 0  # no room left
 
     run(main())
+
+
+def test_a_temporary_log_folder_is_removed_on_stop(config: Factory) -> None:
+    async def main() -> Path:
+        async with LocalLambda(config(log_dir=None)) as lam:
+            await lam.invoke("digits_mlp_small", *SMALL)
+            assert lam.log_dir is not None and any(lam.log_dir.iterdir())
+            return lam.log_dir
+
+    assert not run(main()).exists()

@@ -493,3 +493,21 @@ def test_what_would_be_silently_ignored_is_refused(
 @pytest.mark.parametrize("value", ["+5", "1_0", "0x10", "-0"])
 def test_header_length_is_a_plain_integer(surfaces: dict[str, object], name: str, value: str) -> None:
     _error(_surface(surfaces, name).call("POST", INFER, _json({"inputs": [ROW]}), {IHCL: value}), 400, repr(value))
+
+
+def test_error_messages_are_the_same_everywhere_and_bounded(surfaces: dict[str, object]) -> None:
+    def ask(name: str, path: str, body: bytes = b"") -> str:
+        r = _surface(surfaces, name).call("POST" if body else "GET", path, body)
+        assert r.status in (400, 404), r.status
+        assert len(r.body) < 2_000  # what the client sent is quoted, never echoed whole
+        return str(r.json()["error"])
+
+    for path, body in (
+        ("/v2/models/nope", b""),
+        ("/v2/models/nope/infer", _json({"inputs": [ROW]})),
+        (INFER, _json({"inputs": [dict(ROW, datatype="X" * 50_000)]})),
+        (INFER, _json({"inputs": [dict(ROW, name="x")]})),
+    ):
+        messages = {name: ask(name, path, body) for name in SURFACES}
+        assert len(set(messages.values())) == 1, messages
+    assert "got ['x']" in ask("worker", INFER, _json({"inputs": [dict(ROW, name="x")]}))

@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,6 +228,7 @@ class LocalCloud(Cloud):
             except asyncio.CancelledError:
                 pass
         await asyncio.gather(*(self._stop(x) for x in self._alive()), return_exceptions=True)
+        shutil.rmtree(self._workdir, ignore_errors=True)  # worker logs and ready files of this run
 
     def process_id(self, instance_id: str) -> int:
         """The worker's PID (for fault injection in tests and for operators)."""

@@ -24,6 +24,7 @@ import base64
 import contextlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -251,6 +252,8 @@ class LocalLambda:
         for p in procs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(p.wait(), 2.0)
+        if self.config.log_dir is None and self.log_dir is not None:  # our temporary folder, not the user's
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def pids(self) -> list[int]:
         """PIDs of every live environment process (tests and `mark run` check nothing leaks)."""

@@ -17,7 +17,6 @@ from ec2_worker.metrics import Counter, Gauge, Labels
 from inference.asgi import ClientDisconnected, Receive, Scope, Send, header, read_body
 from inference.cards import ModelCard
 from inference.codec import HEADER_LENGTH
-from inference.errors import ModelNotFound
 from inference.repository import ModelRepository, validate_name
 from inference.v2 import (
     UNKNOWN_MODEL,
@@ -32,6 +31,7 @@ from inference.v2 import (
     max_request_bytes,
     single_header,
     status_reason,
+    unknown_model,
 )
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher
@@ -86,7 +86,7 @@ class FrontDoorServer:
     def card(self, model: str) -> ModelCard:
         validate_name(model)
         if model not in self.models:
-            raise ModelNotFound(f"unknown model {model!r}; this deployment serves {sorted(self.models)}")
+            raise unknown_model(model, self.models)
         return self.repo.card(model)
 
     def model_ready(self, model: str) -> Readiness:

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 
-from inference.asgi import Scope, header
+from inference.asgi import Scope
 from inference.errors import Unauthorized
 
 API_KEYS_ENV = "MARK_API_KEY_SHA256"
@@ -48,7 +48,16 @@ def parse_digests(values: Iterable[str]) -> tuple[str, ...]:
 
 
 def digests_from_env() -> tuple[str, ...]:
-    return parse_digests(os.environ.get(API_KEYS_ENV, "").split(","))
+    """Digests from ``MARK_API_KEY_SHA256``; unset or empty means none.
+
+    Raises:
+        ValueError: set but holding no digest (e.g. ",,"): a typo must not turn authentication off.
+    """
+    raw = os.environ.get(API_KEYS_ENV, "")
+    digests = parse_digests(raw.split(","))
+    if raw.strip() and not digests:
+        raise ValueError(f"{API_KEYS_ENV} is set but holds no digest; unset it or give SHA-256 hex digests")
+    return digests
 
 
 class ApiKeys:
@@ -62,9 +71,16 @@ class ApiKeys:
 
     def __call__(self, scope: Scope) -> None:
         """Raises Unauthorized (401 with WWW-Authenticate) when the key is missing or wrong."""
-        value = header(scope, b"authorization") or ""
-        scheme, _, key = value.partition(" ")
-        presented = hash_key(key.strip()) if scheme.lower() == "bearer" and key.strip() else ""
+        values = [bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+        if len(values) > 1:
+            self.failures += 1
+            raise Unauthorized(f"Authorization is given {len(values)} times; send it once", headers=CHALLENGE)
+        scheme, _, key = (values[0] if values else "").partition(" ")
+        if values and scheme.lower() != "bearer":
+            self.failures += 1
+            # the scheme is not echoed: a key sent without one would be
+            raise Unauthorized("Authorization must be 'Bearer <key>'", headers=CHALLENGE)
+        presented = hash_key(key.strip()) if key.strip() else ""
         ok = False
         for d in self.digests:  # compare with all, so the time taken does not tell which one matched
             ok |= hmac.compare_digest(presented.encode(), d.encode())

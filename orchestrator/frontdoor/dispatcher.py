@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from orchestrator.cloud.base import Cloud, Instance, InstanceState
 from orchestrator.frontdoor.slo import SloTracker
 from orchestrator.httpclient import Connection, HttpConnectionError, build_request
 from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
 
+log = logging.getLogger("mark.frontdoor")
 PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "latency"
 
 
@@ -55,7 +59,7 @@ class Answer:
 @dataclass(frozen=True)
 class FrontDoorConfig:
     rt_max_ms: float = 200.0
-    queue_bound: int = 64  # outstanding requests per worker before it counts as full
+    queue_bound: int = 256  # outstanding requests per worker before it counts as full (the worker's max_queue)
     max_batch: int = 8
     batch_timeout_ms: float = 5.0
     slots: int = 1
@@ -192,11 +196,13 @@ class Dispatcher:
             sent = time.perf_counter()
             worker_answer = await self._to_worker(ready[decision.worker_id], path, body, headers)
             if worker_answer is None:  # the worker died mid-request: retry elsewhere
+                log.warning("instance %s dropped a request mid-flight; re-dispatching it", decision.worker_id)
                 excluded.add(decision.worker_id)
                 died = True
                 self.retries += 1
                 continue
             if worker_answer.status == 503:  # refused before running (draining, full, loading)
+                log.info("instance %s refused a request (503); re-dispatching it", decision.worker_id)
                 excluded.add(decision.worker_id)
                 self.refusals += 1
                 continue
@@ -266,4 +272,4 @@ def _error(status: int, message: str, retry_after_s: int | None = None) -> Answe
     headers = [(b"content-type", b"application/json")]
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
-    return Answer(status, json.dumps({"error": message}).encode(), headers, "frontdoor")
+    return Answer(status, orjson.dumps({"error": message}), headers, "frontdoor")
