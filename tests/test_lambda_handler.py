@@ -127,7 +127,7 @@ def test_answers_match_a_real_worker(packaged, start_worker, monkeypatch) -> Non
 
     r = fn.handler(function_url_event("POST", "/v2/models/resnet9000/infer", orjson.dumps({"inputs": [GOOD]})), ctx())
     assert r["statusCode"] == 404
-    assert json.loads(r["body"]) == {"error": "unknown model 'resnet9000'; this function serves ['digits_mlp_small']"}
+    assert json.loads(r["body"]) == {"error": "unknown model 'resnet9000'; served here: ['digits_mlp_small']"}
 
 
 def test_bad_base64_and_unsupported_events_are_400(packaged) -> None:  # type: ignore[no-untyped-def]
@@ -181,7 +181,7 @@ def test_model_uri_local_folder(digits_repo: ModelRepository, monkeypatch: pytes
         r = fn.handler(function_url_event("POST", "/v2/models/digits_linear/infer", doc), ctx())
         assert r["statusCode"] == 200
         r = fn.handler(function_url_event("POST", "/v2/models/digits_mlp_small/infer", doc), ctx())
-        assert r["statusCode"] == 404 and "serves ['digits_linear']" in json.loads(r["body"])["error"]
+        assert r["statusCode"] == 404 and "served here: ['digits_linear']" in json.loads(r["body"])["error"]
         monkeypatch.setenv("MODEL_URI", str(digits_repo.root / "nowhere"))
         fn._reset_for_tests()
         r = fn.handler(function_url_event("GET", "/v2/health/ready"), ctx())
