@@ -100,6 +100,14 @@ _REQUEST_HEADER = TypeAdapter(_RequestHeader)
 _SCALAR_MEMBERS = {"bool", "int", "float", "str"}
 
 
+def _flag(params: dict[str, Any], name: str, where: str) -> bool:
+    """A boolean parameter; "false" or 0 must not read as true."""
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}.{name} must be true or false, got {value!r}")
+    return value
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -113,6 +121,8 @@ def _header_error(e: ValidationError) -> BadRequest:
     loc = tuple(err["loc"])
     got = repr(err.get("input"))
     got = got if len(got) <= 80 else got[:77] + "..."
+    if loc and loc[0] == "id":
+        return BadRequest(f"id must be a string (got {got})")
     if loc and loc[-1] in _SCALAR_MEMBERS:  # a parameter value: pydantic names the union member tried
         return BadRequest(f"{_field_path(loc[:-1])}: a parameter value must be a string, number or boolean (got {got})")
     where = _field_path(loc) or "request"
@@ -380,11 +390,16 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         raise BadRequest(f"inputs disagree on the batch size (first axis): {sorted(map(str, batch_sizes))}")
 
     requested: list[RequestedOutput] = []
-    for o in head.outputs or []:  # absent or empty: every output, as when none are named
+    seen: set[str] = set()
+    for i, o in enumerate(head.outputs or []):  # absent or empty: every output, as when none are named
         op = o.parameters or {}
-        if any(o.name == seen.name for seen in requested):
+        if o.name in seen:
             raise BadRequest(f"output {o.name!r} is requested twice")
-        requested.append(RequestedOutput(o.name, bool(op.get("binary_data", False)), op.get("class_count")))
+        seen.add(o.name)
+        binary_data = _flag(op, "binary_data", f"outputs[{i}].parameters")
+        # Triton's classification extension: "classification" over HTTP (tritonclient), "class_count" in gRPC
+        classification = op.get("classification", op.get("class_count"))
+        requested.append(RequestedOutput(o.name, binary_data, classification))
     outputs = requested or None
     return InferRequest(
         inputs=inputs,
@@ -392,7 +407,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
         id=str(head.id) if head.id is not None else None,
         parameters=params,
         outputs=outputs,
-        binary_output=bool(params.get("binary_data_output", False)),
+        binary_output=_flag(params, "binary_data_output", "parameters"),
     )
 
 

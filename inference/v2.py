@@ -272,20 +272,27 @@ def decode_content(body: bytes, content_encoding: str | None, limit: int) -> byt
         )
     if encoding == "identity":
         return body
-    wbits = _DECODERS[encoding]
+    wbits = _DECODERS[encoding] if encoding == "gzip" else _DECODERS[encoding] | 32  # deflate: zlib or gzip
+    out = bytearray()
+    rest = body
     try:
-        d = zlib.decompressobj(wbits if encoding == "gzip" else wbits | 32)  # deflate: zlib or gzip header
-        out = d.decompress(body, limit + 1)
-        if len(out) > limit or d.unconsumed_tail:
-            raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
-        if not d.eof:
-            raise BadRequest(f"the {encoding} body is truncated")
+        while True:  # gzip may hold several members back to back (RFC 1952 2.2): inflate each
+            d = zlib.decompressobj(wbits)
+            out += d.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit or d.unconsumed_tail:
+                raise PayloadTooLarge(f"the {encoding} body inflates past the limit of {limit} bytes")
+            if not d.eof:
+                raise BadRequest(f"the {encoding} body is truncated")
+            rest = d.unused_data
+            if not rest:
+                return bytes(out)
+            if encoding != "gzip":
+                raise BadRequest(f"{len(rest)} bytes follow the end of the {encoding} data")
     except zlib.error as e:
         raise BadRequest(f"the body is not valid {encoding} data: {e}") from None
-    return out
 
 
-_IHCL_VALUE = re.compile(r"^\s*[0-9]+\s*$")
+_IHCL_VALUE = re.compile(r"^[ \t]*[0-9]{1,18}[ \t]*$")  # HTTP's optional whitespace; at most 18 digits
 
 
 def parse_infer(
@@ -335,8 +342,17 @@ def parse_infer(
             f"{card.name!r}; split it into requests of at most {max_batch_size} rows"
         )
     req.timeout_us()
+    check_outputs(req, card.outputs)
     check_unsupported(req)
     return req
+
+
+def check_outputs(req: InferRequest, specs: Sequence[TensorSpec]) -> None:
+    """Requested outputs must exist: refused before the model runs, not after."""
+    names = {s.name for s in specs}
+    for o in req.outputs or []:
+        if o.name not in names:
+            raise BadRequest(f"requested output {o.name!r} does not exist; the model has {sorted(names)}")
 
 
 def check_unsupported(req: InferRequest) -> None:
@@ -350,7 +366,7 @@ def check_unsupported(req: InferRequest) -> None:
     for o in req.outputs or []:
         if o.class_count not in (None, 0, False):
             raise BadRequest(
-                f"output {o.name!r}: the classification extension (class_count) is not supported; "
+                f"output {o.name!r}: the classification extension (classification / class_count) is not supported; "
                 "ask for the tensor and take the top-k on the client"
             )
 
@@ -387,7 +403,8 @@ def error_reply(e: BaseException) -> Reply:
             headers += (("retry-after", str(max(1, int(e.retry_after_s)))),)
         message = e.message
         if len(message) > MAX_ERROR_CHARS:  # messages quote what the client sent: never echo megabytes
-            message = message[:MAX_ERROR_CHARS] + f"... ({len(message) - MAX_ERROR_CHARS} more characters)"
+            suffix = f"... ({len(message) - MAX_ERROR_CHARS + 40} more characters)"
+            message = message[: MAX_ERROR_CHARS - 40] + suffix
         return json_reply(e.status, {"error": message}, headers)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error ref=%s", ref, exc_info=e)
@@ -436,7 +453,10 @@ class V2App:
         await respond(send, reply.status, reply.body, reply.asgi_headers())
 
     async def _reply(self, scope: Scope, receive: Receive) -> Reply:
-        method, path = scope["method"], scope["path"]
+        method = scope["method"]
+        # Route on the path as sent (percent-escapes kept), as Lambda sees it: "%5F" is not "_".
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else scope["path"]
         try:
             if self.authorize is not None and path not in HEALTH_PATHS:
                 self.authorize(scope)  # before routing: without a key, not even which paths exist

@@ -215,3 +215,15 @@ def test_the_front_door_counts_a_worker_full_where_the_worker_does(digits_repo: 
         assert codes.count(200) == 900, {c: codes.count(c) for c in set(codes)}
     finally:
         s.close()
+
+
+def test_whitespace_keys_variable_is_an_error_and_utf8_keys_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.frontdoor.auth import digests_from_env
+
+    monkeypatch.setenv("MARK_API_KEY_SHA256", " ")
+    with pytest.raises(ValueError, match="set but holds no digest"):
+        digests_from_env()
+    keys = ApiKeys([hash_key("clé")])  # printf %s clé | sha256sum, on a UTF-8 terminal
+    keys({"headers": [(b"authorization", "Bearer clé".encode())]})  # as a client sends it: UTF-8 bytes
+    with pytest.raises(Exception, match="wrong API key"):
+        keys({"headers": [(b"authorization", "Bearer clé".encode("latin-1"))]})

@@ -511,3 +511,73 @@ def test_error_messages_are_the_same_everywhere_and_bounded(surfaces: dict[str, 
         messages = {name: ask(name, path, body) for name in SURFACES}
         assert len(set(messages.values())) == 1, messages
     assert "got ['x']" in ask("worker", INFER, _json({"inputs": [dict(ROW, name="x")]}))
+
+
+# ---- found by the second new-user pass ---------------------------------------------------------------
+
+
+def test_tritonclient_classification_is_refused_not_ignored(surfaces: dict[str, object]) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    for name in ("worker", "frontdoor"):
+        s = _surface(surfaces, name)
+        assert isinstance(s, HttpSurface)
+        inp = httpclient.InferInput("input", [1, 64], "FP32")
+        inp.set_data_from_numpy(np.zeros((1, 64), np.float32))
+        out = httpclient.InferRequestedOutput("probabilities", class_count=3)  # sends "classification": 3
+        with pytest.raises(InferenceServerException, match="classification extension") as e:
+            httpclient.InferenceServerClient(s.url).infer(DIGITS, [inp], outputs=[out])
+        assert e.value.status() == "400"
+
+
+STRICT_CASES = [
+    ({"inputs": [ROW], "parameters": {"binary_data_output": "false"}}, {}, "binary_data_output must be true or false"),
+    (
+        {"inputs": [ROW], "outputs": [{"name": "probabilities", "parameters": {"binary_data": 1}}]},
+        {},
+        "outputs[0].parameters.binary_data must be true or false",
+    ),
+    ({"inputs": [ROW], "id": 1.5}, {}, "id must be a string"),
+    ({"inputs": [ROW]}, {IHCL: "9" * 5000}, "must be a non-negative integer"),
+]
+
+
+@pytest.mark.parametrize("name", SURFACES)
+@pytest.mark.parametrize(("doc", "headers", "message"), STRICT_CASES, ids=[c[2][:30] for c in STRICT_CASES])
+def test_flags_ids_and_header_lengths_are_strict(
+    surfaces: dict[str, object], name: str, doc: dict[str, object], headers: dict[str, str], message: str
+) -> None:
+    _error(_surface(surfaces, name).call("POST", INFER, _json(doc), headers), 400, message)
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_many_output_names_are_refused_quickly_and_before_running(surfaces: dict[str, object], name: str) -> None:
+    s = _surface(surfaces, name)
+    doc = {"inputs": [ROW], "outputs": [{"name": str(i)} for i in range(5600)]}
+    t0 = time.perf_counter()
+    _error(s.call("POST", INFER, _json(doc)), 400, "requested output '0' does not exist")
+    assert time.perf_counter() - t0 < 0.5  # was 0.6 s of CPU per request (a quadratic duplicate check)
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_gzip_members_are_all_inflated_and_trailing_bytes_refused(surfaces: dict[str, object], name: str) -> None:
+    import gzip
+    import zlib
+
+    s = _surface(surfaces, name)
+    body = _json({"inputs": [ROW]})
+    two_members = gzip.compress(body[:100]) + gzip.compress(body[100:])
+    assert s.call("POST", INFER, two_members, {"content-encoding": "gzip"}).status == 200
+    _error(s.call("POST", INFER, gzip.compress(body) + b"GARBAGE", {"content-encoding": "gzip"}), 400, "not valid gzip")
+    _error(s.call("POST", INFER, zlib.compress(body) + b"xx", {"content-encoding": "deflate"}), 400, "2 bytes follow")
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_percent_escapes_are_routed_as_sent(surfaces: dict[str, object], name: str) -> None:
+    r = _surface(surfaces, name).call("POST", "/v2/models/digits%5Fmlp_small/infer", _json({"inputs": [ROW]}))
+    _error(r, 400, "invalid model name 'digits%5Fmlp_small'")
+
+
+def test_capped_messages_stay_within_the_cap(surfaces: dict[str, object]) -> None:
+    r = _surface(surfaces, "worker").call("GET", f"/v2/models/{'a' * 2000}")
+    assert r.status == 400 and len(r.json()["error"]) <= 1000

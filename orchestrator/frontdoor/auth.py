@@ -55,7 +55,7 @@ def digests_from_env() -> tuple[str, ...]:
     """
     raw = os.environ.get(API_KEYS_ENV, "")
     digests = parse_digests(raw.split(","))
-    if raw.strip() and not digests:
+    if raw and not digests:
         raise ValueError(f"{API_KEYS_ENV} is set but holds no digest; unset it or give SHA-256 hex digests")
     return digests
 
@@ -71,16 +71,18 @@ class ApiKeys:
 
     def __call__(self, scope: Scope) -> None:
         """Raises Unauthorized (401 with WWW-Authenticate) when the key is missing or wrong."""
-        values = [bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+        values = [bytes(v) for k, v in scope["headers"] if k == b"authorization"]
         if len(values) > 1:
             self.failures += 1
             raise Unauthorized(f"Authorization is given {len(values)} times; send it once", headers=CHALLENGE)
-        scheme, _, key = (values[0] if values else "").partition(" ")
-        if values and scheme.lower() != "bearer":
+        scheme, _, key = (values[0] if values else b"").partition(b" ")
+        if values and scheme.lower() != b"bearer":
             self.failures += 1
             # the scheme is not echoed: a key sent without one would be
             raise Unauthorized("Authorization must be 'Bearer <key>'", headers=CHALLENGE)
-        presented = hash_key(key.strip()) if key.strip() else ""
+        key = key.strip(b" \t")
+        # the key's bytes as sent (UTF-8 from any client): hashed like printf %s KEY | sha256sum
+        presented = hashlib.sha256(key).hexdigest() if key else ""
         ok = False
         for d in self.digests:  # compare with all, so the time taken does not tell which one matched
             ok |= hmac.compare_digest(presented.encode(), d.encode())
