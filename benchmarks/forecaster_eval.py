@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.cli import build_parser  # noqa: E402
+from orchestrator.cli.main import build_parser  # noqa: E402
 
 TWITTER = "../shared/traces/twitter-2021-08/workload.txt"
 NASA = "../shared/traces/nasa-1995/workload.tbz2"

@@ -29,18 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inference.codec import encode_request  # noqa: E402
+from inference.profiler import cpu_model  # noqa: E402
 from inference.repository import ModelRepository  # noqa: E402
-from orchestrator.httpclient import Connection, build_request  # noqa: E402
-from orchestrator.loadgen import replay  # noqa: E402
-from orchestrator.profiler import cpu_model  # noqa: E402
+from orchestrator.frontdoor.upstream import Connection, build_request  # noqa: E402
+from orchestrator.workload.loadgen import replay  # noqa: E402
 
 MODEL = "digits_mlp_small"
 
 
 def serve_stack(repo: str) -> None:
     """Child mode: run the stack, print its ports as one JSON line, serve until SIGTERM."""
-    from orchestrator.cloud.local import InstanceTypeSpec
-    from orchestrator.stack import LocalStack, StackConfig
+    from orchestrator.cloud.local.instances import InstanceTypeSpec
+    from orchestrator.runtime.local_stack import LocalStack, StackConfig
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.capacity import capacity_report  # noqa: E402
-from orchestrator.catalog import load_catalog  # noqa: E402
-from orchestrator.policy.planner import (  # noqa: E402
+from orchestrator.economics.capacity import capacity_report  # noqa: E402
+from orchestrator.economics.catalog import load_catalog  # noqa: E402
+from orchestrator.policy.planning import (  # noqa: E402
     ON_DEMAND,
     SPOT,
     FleetInstance,

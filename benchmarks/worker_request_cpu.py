@@ -5,7 +5,7 @@
 T(b) in a latency profile is inference only. A worker also parses each request, decodes its tensors,
 stacks them into a batch and encodes the answer, in one Python event loop: that work caps what one
 worker process can answer (1 / cpu_per_request) whatever the accelerator does, and on CPU types it
-takes core time from inference. The capacity model (orchestrator/capacity.py) needs that figure.
+takes core time from inference. The capacity model (orchestrator/economics/capacity.py) needs that figure.
 
 Method: one worker process (1 slot x 1 onnxruntime thread, idle threads not spinning, max batch b)
 under a closed loop of binary-tensor requests; the CPU time (utime + stime from /proc) of the worker's
@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from worker_throughput import Layout, WorkerUnderTest, batch_rows, closed_loop, ensure_model  # noqa: E402
 
+from inference.profiler import cpu_model, synthetic_input  # noqa: E402
 from inference.repository import ModelRepository  # noqa: E402
 from inference.runtime import OnnxModel  # noqa: E402
-from orchestrator.profiler import cpu_model, synthetic_input  # noqa: E402
 
 OUT_DIR = ROOT / "profiles" / "request_cpu"
 TICKS = os.sysconf("SC_CLK_TCK")

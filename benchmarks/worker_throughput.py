@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inference.codec import encode_request  # noqa: E402
+from inference.profiler import cpu_model, synthetic_input  # noqa: E402
 from inference.repository import ModelRepository  # noqa: E402
 from inference.runtime import OnnxModel  # noqa: E402
-from orchestrator.httpclient import Connection, build_request  # noqa: E402
-from orchestrator.profiler import cpu_model, synthetic_input  # noqa: E402
+from orchestrator.frontdoor.upstream import Connection, build_request  # noqa: E402
 
 DEFAULT_BATCH = {"mobilenet_v2": 8, "digits_mlp_large": 32}
 

@@ -1,6 +1,6 @@
 """One local Lambda execution environment: ``python -m lambda_fn.local_env``.
 
-It plays the Lambda runtime's part for ``orchestrator.cloud.local_lambda``: INIT (interpreter start,
+It plays the Lambda runtime's part for ``orchestrator.cloud.local.lambda_pool``: INIT (interpreter start,
 importing the handler, loading the models) once, then one invocation at a time for as long as the
 parent keeps it, exactly the lifecycle that makes cold starts and warm reuse what they are on AWS.
 

@@ -27,7 +27,7 @@ import orjson
 
 from lambda_fn import handler as fn
 from lambda_fn.local_env import LocalContext
-from orchestrator.stack import LocalStack, StackConfig
+from orchestrator.runtime.local_stack import LocalStack, StackConfig
 
 TARGET_GROUP = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/mark-fn/6d0ecf831eec9f09"
 JSON = {"content-type": "application/json"}

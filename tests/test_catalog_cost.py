@@ -12,14 +12,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.catalog import (
+from orchestrator.economics.catalog import (
     DEFAULT_CATALOG_PATH,
     Catalog,
     CatalogError,
     UnknownInstanceTypeError,
     load_catalog,
 )
-from orchestrator.cost import CostLedger, LedgerError
+from orchestrator.economics.ledger import CostLedger, LedgerError
 
 REQUIRED_TYPES = [
     "c5.large",

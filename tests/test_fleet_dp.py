@@ -10,18 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.policy import fleet_dp
-from orchestrator.policy.fleet_dp import DPPool
-from orchestrator.policy.planner import (
+from orchestrator.policy.planning import (
     ON_DEMAND,
     SPOT,
     FleetInstance,
     LambdaOption,
     PlanInput,
     PoolOption,
+    fleet_dp,
     mark_greedy,
     milp,
 )
+from orchestrator.policy.planning.fleet_dp import DPPool
 
 
 def plan_cost(

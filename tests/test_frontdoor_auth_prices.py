@@ -12,11 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from inference.repository import ModelRepository
-from orchestrator.catalog import load_catalog
 from orchestrator.cloud.base import Market
-from orchestrator.cloud.local import InstanceTypeSpec
+from orchestrator.cloud.local.instances import InstanceTypeSpec
+from orchestrator.economics.catalog import load_catalog
 from orchestrator.frontdoor.auth import ApiKeys, hash_key, parse_digests
-from orchestrator.stack import StackConfig
+from orchestrator.runtime.local_stack import StackConfig
 from tests.surfaces import StackThread
 
 pytestmark = pytest.mark.slow
@@ -139,8 +139,8 @@ def test_dispatch_prefers_the_cheaper_worker_at_catalog_prices(digits_repo: Mode
 
 
 def test_a_type_missing_from_the_catalog_fails_at_start(digits_repo: ModelRepository) -> None:
-    from orchestrator.catalog import UnknownInstanceTypeError
-    from orchestrator.stack import LocalStack
+    from orchestrator.economics.catalog import UnknownInstanceTypeError
+    from orchestrator.runtime.local_stack import LocalStack
 
     config = StackConfig(models=(MODEL,), repository=str(digits_repo.root), instance_type="z9.nonsense")
     with pytest.raises(UnknownInstanceTypeError, match="z9.nonsense"):
@@ -152,7 +152,7 @@ def test_mark_run_warns_loudly_without_keys_beyond_loopback(
 ) -> None:
     import argparse
 
-    from orchestrator.cli import _api_keys
+    from orchestrator.cli.main import _api_keys
 
     monkeypatch.delenv("MARK_API_KEY_SHA256", raising=False)
     assert _api_keys(argparse.Namespace(host="127.0.0.1", api_key_sha256=None)) is None

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from inference.codec import encode_request
 from inference.repository import ModelRepository
 from inference.zoo.digits import load_split
-from orchestrator.stack import StackConfig
+from orchestrator.runtime.local_stack import StackConfig
 from tests.surfaces import StackThread
 
 pytestmark = pytest.mark.slow
@@ -124,8 +124,8 @@ def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
     digits_repo: ModelRepository, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     from orchestrator.cloud.base import Market
-    from orchestrator.cloud.local import InstanceTypeSpec
-    from orchestrator.cloud.local_lambda import LocalLambda, LocalLambdaConfig
+    from orchestrator.cloud.local.instances import InstanceTypeSpec
+    from orchestrator.cloud.local.lambda_pool import LocalLambda, LocalLambdaConfig
 
     function = LocalLambda(
         LocalLambdaConfig(

@@ -20,7 +20,7 @@ from inference.codec import decode_response, encode_request
 from inference.errors import ModelNotFound
 from inference.repository import ModelRepository
 from inference.zoo.digits import load_split
-from orchestrator.cloud.local_lambda import (
+from orchestrator.cloud.local.lambda_pool import (
     LambdaEnvironmentDied,
     LambdaThrottled,
     LocalLambda,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog import UnknownInstanceTypeError, load_catalog
-from orchestrator.model_profiles import (
+from orchestrator.economics.catalog import UnknownInstanceTypeError, load_catalog
+from orchestrator.economics.latency_profiles import (
     LATENCY_DIR,
     ProfileError,
     UnknownModelError,

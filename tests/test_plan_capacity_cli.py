@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.capacity import CapacityRow, capacity_report
-from orchestrator.catalog import load_catalog
-from orchestrator.cli import main
+from orchestrator.cli.main import main
+from orchestrator.economics.capacity import CapacityRow, capacity_report
+from orchestrator.economics.catalog import load_catalog
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

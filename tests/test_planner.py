@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.policy.planner import (
+from orchestrator.policy.planning import (
     ON_DEMAND,
     SPOT,
     FleetInstance,

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from orchestrator.capacity import capacity_report, request_cpu_ms, with_request_cpu
-from orchestrator.catalog import Catalog, load_catalog
+from orchestrator.economics.capacity import capacity_report, request_cpu_ms, with_request_cpu
+from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.policy.batching import ServiceProfile, plan_batching
-from orchestrator.policy.planner import ON_DEMAND, SPOT, LambdaOption, Plan, PlanInput, PoolOption, milp
+from orchestrator.policy.planning import ON_DEMAND, SPOT, LambdaOption, Plan, PlanInput, PoolOption, milp
 
 # A CPU slot: 10 ms a request, batching does not pay (T(b) = b x T(1)).
 CPU = ServiceProfile(((1, 10.0, 12.0), (2, 20.0, 24.0), (4, 40.0, 48.0)), slots=1)

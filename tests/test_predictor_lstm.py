@@ -124,7 +124,7 @@ def test_runtime_forecaster_never_imports_torch(tiny_model: Path) -> None:
 
 def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     trace = tmp_path / "workload.txt"
     trace.write_text(" ".join(str(int(v)) for v in synthetic("sine", days=6, base=10)))
@@ -150,7 +150,7 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_cli_reports_malformed_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 3\n4 five 6\n")

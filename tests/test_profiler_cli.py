@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from inference.profiler import batch_sizes, profile, write_profile
 from inference.repository import ModelRepository
-from orchestrator.profiler import batch_sizes, profile, write_profile
 
 
 def test_batch_sizes_are_powers_of_two_up_to_the_max() -> None:

@@ -46,7 +46,7 @@ from inference.codec import encode_request
 from inference.repository import ModelRepository
 from inference.runtime import OnnxModel
 from lambda_fn import handler as fn
-from orchestrator.stack import StackConfig
+from orchestrator.runtime.local_stack import StackConfig
 from tests.conftest import WorkerProcess
 from tests.surfaces import HttpSurface, LambdaSurface, Resp, StackThread
 

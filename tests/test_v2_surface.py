@@ -24,7 +24,7 @@ from inference.repository import ModelRepository
 from inference.runtime import OnnxModel
 from inference.v2 import ROUTES
 from lambda_fn import handler as fn
-from orchestrator.stack import StackConfig
+from orchestrator.runtime.local_stack import StackConfig
 from tests.conftest import WorkerProcess
 from tests.surfaces import HttpSurface, LambdaSurface, Resp, StackThread
 

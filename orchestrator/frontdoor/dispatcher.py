@@ -23,7 +23,7 @@ import orjson
 
 from orchestrator.cloud.base import Cloud, Instance, InstanceState
 from orchestrator.frontdoor.slo import SloTracker
-from orchestrator.httpclient import Connection, HttpConnectionError, build_request
+from orchestrator.frontdoor.upstream import Connection, HttpConnectionError, build_request
 from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
 
 log = logging.getLogger("mark.frontdoor")

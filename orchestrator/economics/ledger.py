@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from orchestrator.catalog import ARCHITECTURES, Catalog
+from orchestrator.economics.catalog import ARCHITECTURES, Catalog
 
 Route = Literal["instance", "lambda"]
 ROUTES: tuple[str, ...] = get_args(Route)

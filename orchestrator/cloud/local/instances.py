@@ -32,7 +32,7 @@ from orchestrator.cloud.base import (
     Market,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Resident memory of an idle worker after loading its model, read from /proc/PID/status (VmRSS):
 # 128 MB with mobilenet_v2, 160 MB with efficientnet_lite2; 350 MB leaves room for batch buffers.
 WORKER_RSS_BYTES = 350 * 1024 * 1024

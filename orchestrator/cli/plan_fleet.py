@@ -1,7 +1,7 @@
 """``mark plan fleet``: what the provisioning planners would launch, keep and send to Lambda for a demand
 forecast, from the capacity table (``mark plan capacity``) and the catalog's prices. No cloud is touched.
 
-Registered by :func:`add_plan_fleet_parser` from ``orchestrator/cli.py``.
+Registered by :func:`add_plan_fleet_parser` from ``orchestrator/cli/main.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,17 @@ import argparse
 import math
 import sys
 
-from orchestrator.policy.planner import ON_DEMAND, SPOT, FleetInstance, LambdaOption, Plan, PlanInput, mark_greedy, milp
+from orchestrator.cli.args import fraction, positive_ms
+from orchestrator.policy.planning import (
+    ON_DEMAND,
+    SPOT,
+    FleetInstance,
+    LambdaOption,
+    Plan,
+    PlanInput,
+    mark_greedy,
+    milp,
+)
 
 PLANNERS = {"milp": milp, "mark_greedy": mark_greedy}
 
@@ -34,21 +44,19 @@ def _fleet_entry(text: str) -> tuple[str, str, int]:
 
 
 def add_plan_fleet_parser(plan: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from orchestrator.cli import _fraction, _positive_ms
-
     p = plan.add_parser(
         "fleet",
         help="the fleet and Lambda share milp and MArk's greedy plan for a demand forecast (no cloud touched)",
     )
     p.add_argument("--model", required=True, help="model variant (its capacity table gives the pools)")
     p.add_argument("--demand", required=True, type=_demand, help="forecast req/s per step, e.g. 300,300,900,900,300")
-    p.add_argument("--step-s", type=_positive_ms, default=60.0, help="seconds per step (default 60)")
+    p.add_argument("--step-s", type=positive_ms, default=60.0, help="seconds per step (default 60)")
     p.add_argument(
         "--fleet", action="append", type=_fleet_entry, default=[], help="running now: TYPE:MARKET[:COUNT] (repeatable)"
     )
     p.add_argument("--planner", choices=[*PLANNERS, "both"], default="both")
-    p.add_argument("--rt-max-ms", type=_positive_ms, default=200.0, help="RTmax: the latency bound (ms)")
-    p.add_argument("--sl-min", type=_fraction, default=0.98, help="SLmin: share of requests within RTmax")
+    p.add_argument("--rt-max-ms", type=positive_ms, default=200.0, help="RTmax: the latency bound (ms)")
+    p.add_argument("--sl-min", type=fraction, default=0.98, help="SLmin: share of requests within RTmax")
     p.add_argument("--types", nargs="+", default=None, help="only these instance types (default: the catalog's)")
     p.add_argument(
         "--spot-cover",
@@ -60,7 +68,7 @@ def add_plan_fleet_parser(plan: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--lambda-concurrency", type=int, default=None, help="default: the catalog's account default")
     p.add_argument(
         "--lambda-ms",
-        type=_positive_ms,
+        type=positive_ms,
         default=None,
         help="warm Lambda duration per request (default: estimated, see the output)",
     )
@@ -69,8 +77,8 @@ def add_plan_fleet_parser(plan: argparse._SubParsersAction) -> None:  # type: ig
 
 def _lambda(args: argparse.Namespace, catalog, model: str) -> tuple[LambdaOption, str]:  # type: ignore[no-untyped-def]
     """Lambda's price per request and ceiling; the duration is measured-on-this-machine when not given."""
-    from orchestrator.capacity import request_cpu_ms
-    from orchestrator.model_profiles import single_thread_batches
+    from orchestrator.economics.capacity import request_cpu_ms
+    from orchestrator.economics.latency_profiles import single_thread_batches
 
     lam = catalog.lambda_
     if not lam.memory_mb.min <= args.lambda_memory_mb <= lam.memory_mb.max:
@@ -90,8 +98,8 @@ def _lambda(args: argparse.Namespace, catalog, model: str) -> tuple[LambdaOption
 
 
 def cmd_plan_fleet(args: argparse.Namespace) -> int:
-    from orchestrator.capacity import capacity_report
-    from orchestrator.catalog import load_catalog
+    from orchestrator.economics.capacity import capacity_report
+    from orchestrator.economics.catalog import load_catalog
 
     catalog = load_catalog()
     report = capacity_report(args.model, catalog, args.rt_max_ms, args.sl_min, types=args.types)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from orchestrator.policy.plan_model import ON_DEMAND, Plan, PlanInput, Schedule, evaluate
+from orchestrator.policy.planning.problem import ON_DEMAND, Plan, PlanInput, Schedule, evaluate
 
 
 def mark_greedy(inp: PlanInput) -> Plan:

@@ -1,6 +1,6 @@
 """``mark forecast train|eval``: train the load forecaster on a trace; score it and the baselines on held-out days.
 
-Registered by :func:`add_forecast_parser` from ``orchestrator/cli.py``. Torch is imported only by
+Registered by :func:`add_forecast_parser` from ``orchestrator/cli/main.py``. Torch is imported only by
 ``train`` (the ``zoo`` extra); ``eval`` runs on onnxruntime and numpy.
 """
 
@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = ROOT / "profiles" / "forecaster"
 
 

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-DEFAULT_CATALOG_PATH = Path(__file__).resolve().parents[1] / "profiles" / "catalog.yaml"
+DEFAULT_CATALOG_PATH = Path(__file__).resolve().parents[2] / "profiles" / "catalog.yaml"
 
 Market = Literal["on-demand", "spot"]
 Architecture = Literal["x86_64", "arm64"]

@@ -13,7 +13,7 @@ import highspy
 import numpy as np
 from scipy.sparse import coo_matrix, csc_matrix
 
-from orchestrator.policy.plan_model import UNSERVED_USD_PER_REQUEST, PlanInput, Schedule, serving_counts
+from orchestrator.policy.planning.problem import UNSERVED_USD_PER_REQUEST, PlanInput, Schedule, serving_counts
 
 
 @functools.lru_cache(maxsize=64)

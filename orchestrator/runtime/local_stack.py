@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from inference.repository import ModelRepository
-from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.cloud.base import Instance, InstanceState, Market
-from orchestrator.cloud.local import InstanceTypeSpec, LocalCloud, LocalCloudConfig
+from orchestrator.cloud.local.instances import InstanceTypeSpec, LocalCloud, LocalCloudConfig
+from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.frontdoor.app import FrontDoor
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig, FunctionBackend

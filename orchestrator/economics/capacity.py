@@ -1,7 +1,7 @@
 """Capacity at SLO and cost per request for a model on every catalog type and market (``mark plan capacity``).
 
 Joins the sources the planner needs per (instance type, market): the latency profile of the model on
-that type (orchestrator/model_profiles.py: measured or estimated, and how), the pure batching policy
+that type (orchestrator/economics/latency_profiles.py: measured or estimated, and how), the pure batching policy
 (orchestrator/policy/batching.py: best batch size and timeout, capacity at SLO), the worker's host CPU per
 request (profiles/request_cpu/, measured by benchmarks/worker_request_cpu.py) and the catalog's prices
 and boot times. Reads only committed files (profiles/), so it works without a model repository.
@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.catalog import MARKETS, Catalog
-from orchestrator.model_profiles import PROFILES_ROOT, TypeProfile, UnsupportedOnTypeError, profile_for
+from orchestrator.economics.catalog import MARKETS, Catalog
+from orchestrator.economics.latency_profiles import PROFILES_ROOT, TypeProfile, UnsupportedOnTypeError, profile_for
 from orchestrator.policy.batching import DEFAULT_EPSILON_MS, BatchingPlan, plan_batching
-from orchestrator.policy.planner import PoolOption
+from orchestrator.policy.planning import PoolOption
 
 REQUEST_CPU_DIR = PROFILES_ROOT / "request_cpu"
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from inference.errors import InferenceError
+from orchestrator.cli.args import fraction, non_negative_ms, positive_ms
 
 DEFAULT_MODEL = "mobilenet_v2"  # `mark run`: a real ImageNet model, built on first use
 # sklearn's digits image 0 (a handwritten "0"), so the printed curl command returns a real answer.
@@ -76,7 +75,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from orchestrator.profiler import PROFILES_DIR, profile, write_profile
+    from inference.profiler import PROFILES_DIR, profile, write_profile
 
     result = profile(
         _repo(args),
@@ -137,8 +136,8 @@ def _ensure_model(repo, name: str) -> None:  # type: ignore[no-untyped-def]
 
 def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
     from orchestrator.cloud.base import Market
-    from orchestrator.run import stack_types
-    from orchestrator.stack import StackConfig
+    from orchestrator.runtime.local_stack import StackConfig
+    from orchestrator.runtime.session import stack_types
 
     types = stack_types(catalog, [args.type], args.instance_threads)
     return StackConfig(
@@ -162,7 +161,7 @@ def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-u
 def _local_lambda(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
     if args.no_lambda:
         return None
-    from orchestrator.cloud.local_lambda import LocalLambda, LocalLambdaConfig
+    from orchestrator.cloud.local.lambda_pool import LocalLambda, LocalLambdaConfig
 
     return LocalLambda(
         LocalLambdaConfig(
@@ -202,8 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The local default: front door + local cloud + local Lambda, under a replayed workload."""
     import asyncio
 
-    from orchestrator.catalog import load_catalog
-    from orchestrator.loadgen import builtin_shape, load_trace
+    from orchestrator.economics.catalog import load_catalog
+    from orchestrator.workload.loadgen import builtin_shape, load_trace
 
     repo = _repo(args)
     catalog = load_catalog()
@@ -228,7 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rates = [r * args.scale for r in builtin_shape(args.seconds, base, peak, burst)]
     import signal
 
-    from orchestrator.run import RunReport, run_workload
+    from orchestrator.runtime.session import RunReport, run_workload
 
     print(
         f"[run] {args.model} on {args.instances} x {args.type} + local Lambda; {len(rates)} virtual seconds "
@@ -266,7 +265,7 @@ def _serve(config, function, args: argparse.Namespace, catalog, api_keys) -> int
     import asyncio
     import signal
 
-    from orchestrator.stack import LocalStack
+    from orchestrator.runtime.local_stack import LocalStack
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -295,31 +294,11 @@ def _serve(config, function, args: argparse.Namespace, catalog, api_keys) -> int
     return 0
 
 
-def _number_arg(ok: Callable[[float], bool], what: str) -> Callable[[str], float]:
-    """An argparse type: a finite number satisfying ``ok`` (argparse names the flag on error)."""
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if not (math.isfinite(v) and ok(v)):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return v
-
-    return parse
-
-
-_positive_ms = _number_arg(lambda v: v > 0, "a number of milliseconds > 0")
-_non_negative_ms = _number_arg(lambda v: v >= 0, "a number of milliseconds >= 0")
-_fraction = _number_arg(lambda v: 0 < v < 1, "strictly between 0 and 1 (e.g. 0.98)")
-
-
 def cmd_plan_capacity(args: argparse.Namespace) -> int:
     """Capacity at SLO and $ per 1M requests of each model on each type and market, cheapest first."""
-    from orchestrator.capacity import capacity_report
-    from orchestrator.catalog import load_catalog
-    from orchestrator.model_profiles import known_models, model_family
+    from orchestrator.economics.capacity import capacity_report
+    from orchestrator.economics.catalog import load_catalog
+    from orchestrator.economics.latency_profiles import known_models, model_family
 
     catalog = load_catalog()
     known = known_models()
@@ -389,7 +368,7 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
         "\nestimated = not measured on that type. CPU rows: this machine's single-thread T(b) per physical core; "
         "GPU rows: datasheet-based (profiles/gpu_estimates.yaml). --explain prints each profile's method. "
         "infer req/s: capacity at SLO from T(b) alone; capacity req/s also pays the worker's host CPU per request "
-        "(HTTP, decoding; orchestrator/capacity.py says how)."
+        "(HTTP, decoding; orchestrator/economics/capacity.py says how)."
     )
     return 0
 
@@ -482,18 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--model", action="append", help="model variant (repeatable)")
     cap.add_argument("--family", default=None, help="every variant of this family, e.g. imagenet")
-    cap.add_argument("--rt-max-ms", type=_positive_ms, default=200.0, help="RTmax: the latency bound (ms)")
-    cap.add_argument("--sl-min", type=_fraction, default=0.98, help="SLmin: share of requests within RTmax")
+    cap.add_argument("--rt-max-ms", type=positive_ms, default=200.0, help="RTmax: the latency bound (ms)")
+    cap.add_argument("--sl-min", type=fraction, default=0.98, help="SLmin: share of requests within RTmax")
     cap.add_argument(
-        "--epsilon-ms", type=_non_negative_ms, default=5.0, help="network/dispatch margin kept out of RTmax (ms)"
+        "--epsilon-ms", type=non_negative_ms, default=5.0, help="network/dispatch margin kept out of RTmax (ms)"
     )
     cap.add_argument("--types", nargs="+", default=None, help="only these instance types (default: the catalog's)")
     cap.add_argument("--explain", action="store_true", help="print how each latency profile was obtained")
     cap.set_defaults(func=cmd_plan_capacity)
-    from orchestrator.cli_plan_fleet import add_plan_fleet_parser  # mark plan fleet
+    from orchestrator.cli.plan_fleet import add_plan_fleet_parser  # mark plan fleet
 
     add_plan_fleet_parser(plan)
-    from orchestrator.cli_forecast import add_forecast_parser  # mark forecast train|eval (predictor/)
+    from orchestrator.cli.forecast import add_forecast_parser  # mark forecast train|eval (predictor/)
 
     add_forecast_parser(sub)
     return p

@@ -38,7 +38,7 @@ import orjson
 from inference.repository import ModelRepository
 from lambda_fn.local_env import FRAME, MAX_FRAME_BYTES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 INIT_TIMEOUT_S = 60.0  # an environment that is not ready by then is killed (AWS: 10 s, then retried in INVOKE)
 EWMA_ALPHA = 0.2
 # Priors for predicted_latency_ms before anything was observed: assumptions, replaced by the first

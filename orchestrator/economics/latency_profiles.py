@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import yaml
 
-from orchestrator.catalog import Catalog
+from orchestrator.economics.catalog import Catalog
 from orchestrator.policy.batching import ServiceProfile
 
-PROFILES_ROOT = Path(__file__).resolve().parents[1] / "profiles"
+PROFILES_ROOT = Path(__file__).resolve().parents[2] / "profiles"
 LATENCY_DIR = PROFILES_ROOT / "latency"
 GPU_ESTIMATES = PROFILES_ROOT / "gpu_estimates.yaml"
 

@@ -2,14 +2,14 @@
 
 Pure: frozen dataclasses in, a ``Plan`` out; no I/O, no clock. One signature, three implementations:
 
-- ``mark_greedy``: MArk's heuristic as its published code does it (``mark_heuristic.py``), the baseline;
+- ``mark_greedy``: MArk's heuristic as its published code does it (``mark_greedy.py``), the baseline;
 - ``milp`` (ours): a mixed-integer program over the horizon (built and solved in ``milp_program.py``);
   HiGHS solves its LP relaxation and ``fleet_dp`` the integer plan around it (``exact=True``: branch
   and bound);
 - ``oracle``: ``milp`` fed with the true future and zero boot lag: the lower bound for the simulator.
 
-Every plan is priced by the same ``evaluate`` (``plan_model.py``), so planners compare on one cost
-model. This module is also the one place to import the planning API from.
+Every plan is priced by the same ``evaluate`` (``problem.py``), so planners compare on one cost
+model. The package (``orchestrator.policy.planning``) is the one place to import the planning API from.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from orchestrator.policy import fleet_dp
-from orchestrator.policy.mark_heuristic import greedy_counts, greedy_schedule, mark_greedy
-from orchestrator.policy.milp_program import solve_program
-from orchestrator.policy.plan_model import (
+from orchestrator.policy.planning import fleet_dp
+from orchestrator.policy.planning.mark_greedy import greedy_counts, greedy_schedule, mark_greedy
+from orchestrator.policy.planning.milp_program import solve_program
+from orchestrator.policy.planning.problem import (
     ON_DEMAND,
     SPOT,
     UNSERVED_USD_PER_REQUEST,

@@ -1,0 +1,1 @@
+"""The `mark` command line: ``main`` (parser and most commands), ``forecast``, ``plan_fleet``."""

@@ -1,0 +1,27 @@
+"""Argument types shared by the command modules (argparse names the flag when one refuses a value)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def number_arg(ok: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number satisfying ``ok`` (argparse names the flag on error)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+
+    return parse
+
+
+positive_ms = number_arg(lambda v: v > 0, "a number of milliseconds > 0")
+non_negative_ms = number_arg(lambda v: v >= 0, "a number of milliseconds >= 0")
+fraction = number_arg(lambda v: 0 < v < 1, "strictly between 0 and 1 (e.g. 0.98)")

@@ -1,0 +1,1 @@
+"""What things cost and how much one instance serves: catalog, latency profiles, capacity at SLO, the ledger."""

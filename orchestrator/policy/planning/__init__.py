@@ -1,0 +1,44 @@
+"""Provisioning planning (DESIGN.md §3 "Planner"): the one import point of the planning API.
+
+``problem`` (input, schedule, the one cost model), ``milp`` (ours, and the oracle), ``milp_program``
+(the MILP's rows and the HiGHS solve), ``fleet_dp`` (the integer fleet around the LP), ``mark_greedy``
+(MArk's published heuristic, the baseline).
+"""
+
+from orchestrator.policy.planning.milp import (
+    ON_DEMAND,
+    SPOT,
+    UNSERVED_USD_PER_REQUEST,
+    CostSplit,
+    FleetInstance,
+    LambdaOption,
+    Plan,
+    PlanInput,
+    PoolArrays,
+    PoolOption,
+    Schedule,
+    dominated_pools,
+    evaluate,
+    mark_greedy,
+    milp,
+    oracle,
+)
+
+__all__ = [
+    "ON_DEMAND",
+    "SPOT",
+    "UNSERVED_USD_PER_REQUEST",
+    "CostSplit",
+    "FleetInstance",
+    "LambdaOption",
+    "Plan",
+    "PlanInput",
+    "PoolArrays",
+    "PoolOption",
+    "Schedule",
+    "dominated_pools",
+    "evaluate",
+    "mark_greedy",
+    "milp",
+    "oracle",
+]

@@ -1,0 +1,1 @@
+"""Workloads: built-in shapes, trace loading and open-loop replay."""
