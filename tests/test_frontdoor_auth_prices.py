@@ -12,11 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from inference.repository import ModelRepository
-from orchestrator.cloud.base import Market
 from orchestrator.cloud.local.instances import InstanceTypeSpec
 from orchestrator.economics.catalog import load_catalog
 from orchestrator.frontdoor.auth import ApiKeys, hash_key, parse_digests
 from orchestrator.runtime.local_stack import StackConfig
+from orchestrator.types import Market
 from tests.surfaces import StackThread
 
 pytestmark = pytest.mark.slow

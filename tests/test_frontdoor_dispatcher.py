@@ -16,3 +16,20 @@ def test_slowdown_follows_a_high_quantile_of_observed_over_predicted() -> None:
     for _ in range(200):
         d._observe("w", actual_ms=10.0, predicted_ms=10.0 * d.slowdown["w"])
     assert 0.95 <= d.slowdown["w"] <= 1.05
+
+
+def test_predictions_come_from_the_measured_profile_of_the_layout_or_the_start_fails() -> None:
+    import pytest
+
+    from orchestrator.economics.latency_profiles import ProfileError, layout_batches
+    from orchestrator.frontdoor.dispatcher import profile_line
+
+    rows = layout_batches("digits_mlp_small", threads=1)
+    t1_p99, per_row = profile_line("digits_mlp_small", threads=1)
+    assert t1_p99 == rows[0][2] and rows[0][0] == 1
+    assert per_row == pytest.approx((rows[-1][1] - rows[0][1]) / (rows[-1][0] - 1))
+    d = Dispatcher(None, FrontDoorConfig(threads=1), None, models=["digits_mlp_small"])  # type: ignore[arg-type]
+    assert d._profiles["digits_mlp_small"] == (t1_p99, per_row)
+    # no profile for 3 threads: an error naming the file it looked for, never the old 5 ms + 1 ms/row guess
+    with pytest.raises(ProfileError, match=r"looked for profiles/latency/digits_mlp_small/<host>-t3\.json"):
+        Dispatcher(None, FrontDoorConfig(threads=3), None, models=["digits_mlp_small"])  # type: ignore[arg-type]

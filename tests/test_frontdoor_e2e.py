@@ -123,9 +123,9 @@ def test_killing_a_worker_under_load_loses_no_request(digits_repo: ModelReposito
 def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
     digits_repo: ModelRepository, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    from orchestrator.cloud.base import Market
     from orchestrator.cloud.local.instances import InstanceTypeSpec
     from orchestrator.cloud.local.lambda_pool import LocalLambda, LocalLambdaConfig
+    from orchestrator.types import Market
 
     function = LocalLambda(
         LocalLambdaConfig(
@@ -180,7 +180,7 @@ def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
 
 
 def test_spot_interruption_drains_then_terminates(digits_repo: ModelRepository) -> None:
-    from orchestrator.cloud.base import InstanceState, Market
+    from orchestrator.types import InstanceState, Market
 
     s = StackThread(
         StackConfig(

@@ -135,9 +135,9 @@ def _ensure_model(repo, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
-    from orchestrator.cloud.base import Market
     from orchestrator.runtime.local_stack import StackConfig
     from orchestrator.runtime.session import stack_types
+    from orchestrator.types import Market
 
     types = stack_types(catalog, [args.type], args.instance_threads)
     return StackConfig(
@@ -202,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from orchestrator.economics.catalog import load_catalog
-    from orchestrator.workload.loadgen import builtin_shape, load_trace
+    from orchestrator.workload.loadgen import builtin_shape, trace_rates
 
     repo = _repo(args)
     catalog = load_catalog()
@@ -217,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.serve:
         return _serve(config, function, args, catalog, api_keys)
     if args.trace:
-        rates = load_trace(args.trace, scale=args.scale, limit_seconds=args.seconds)
+        rates = trace_rates(args.trace, scale=args.scale, limit_seconds=args.seconds)
     else:
         try:
             base, peak, burst = (float(x) for x in args.shape.split(","))

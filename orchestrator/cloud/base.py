@@ -10,20 +10,9 @@ seconds the cloud would bill).
 from __future__ import annotations
 
 import abc
-import enum
 from dataclasses import dataclass
 
-
-class Market(enum.StrEnum):
-    ON_DEMAND = "on-demand"
-    SPOT = "spot"
-
-
-class InstanceState(enum.StrEnum):
-    PENDING = "pending"  # launched, booting: not serving yet
-    RUNNING = "running"  # ready: serving requests
-    DRAINING = "draining"  # interruption notice or scale-in: finishing its queue, no new work
-    TERMINATED = "terminated"
+from orchestrator.types import InstanceState, Market
 
 
 @dataclass(frozen=True)

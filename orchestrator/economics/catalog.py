@@ -22,12 +22,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from orchestrator.types import MARKETS
+
 DEFAULT_CATALOG_PATH = Path(__file__).resolve().parents[2] / "profiles" / "catalog.yaml"
 
-Market = Literal["on-demand", "spot"]
 Architecture = Literal["x86_64", "arm64"]
 Confidence = Literal["verified", "corroborated", "estimate", "unverified"]
-MARKETS: tuple[str, ...] = get_args(Market)
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 
 _INSTANCE_TYPE_NAME = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")

@@ -174,6 +174,35 @@ def single_thread_batches(model: str, profiles_dir: Path | None = None) -> tuple
     return _batches(path, data)
 
 
+def layout_batches(
+    model: str, threads: int, slots: int = 1, profiles_dir: Path | None = None
+) -> tuple[tuple[int, float, float], ...]:
+    """This machine's measured (batch size, p50 ms, p99 ms) curve of ``model`` in one worker layout
+    (``slots`` batches at once of ``threads`` onnxruntime threads each): what a local instance
+    started that way does, for the front door's completion predictions. Newest measurement wins.
+
+    Raises:
+        UnknownModelError: no profile at all for ``model``.
+        ProfileError: none for this layout, naming the file pattern it looked for and how to measure
+            one (never a guess).
+    """
+    d = _model_dir(model, profiles_dir)
+    found = []
+    for path in sorted(d.glob("*.json")):
+        m = _LAYOUT.match(path.name)
+        if m and int(m["threads"]) == threads and int(m["slots"] or 1) == slots:
+            data = _read_json(path)
+            found.append((str(data.get("measured_at", "")), path, data))
+    if not found:
+        pattern = f"<host>-t{threads}.json" if slots == 1 else f"<host>-s{slots}-t{threads}.json"
+        raise ProfileError(
+            f"model {model!r} has no latency profile for {slots} slot(s) x {threads} thread(s): looked for "
+            f"{_where(d)}/{pattern}; measure it with `mark profile {model} --threads {threads} --slots {slots}`"
+        )
+    _, path, data = max(found, key=lambda x: (x[0], str(x[1])))
+    return _batches(path, data)
+
+
 def _where(path: Path) -> str:
     try:
         return str(path.relative_to(PROFILES_ROOT.parent))

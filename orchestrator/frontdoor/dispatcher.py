@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
-from orchestrator.cloud.base import Cloud, Instance, InstanceState
+from orchestrator.cloud.base import Cloud, Instance
+from orchestrator.economics.latency_profiles import layout_batches
 from orchestrator.frontdoor.slo import SloTracker
 from orchestrator.frontdoor.upstream import Connection, HttpConnectionError, build_request
 from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
+from orchestrator.types import InstanceState
 
 log = logging.getLogger("mark.frontdoor")
-PROFILES = Path(__file__).resolve().parents[2] / "profiles" / "latency"
 
 
 class FunctionBackend(Protocol):
@@ -68,15 +67,11 @@ class FrontDoorConfig:
 
 
 def profile_line(model: str, threads: int, slots: int = 1) -> tuple[float, float]:
-    """(T(1) p99 ms, extra ms per extra row) fitted from this machine's committed profile, if any."""
-    name = f"t{threads}" if slots == 1 else f"s{slots}-t{threads}"
-    for path in sorted((PROFILES / model).glob(f"*-{name}.json")):
-        rows = json.loads(path.read_text())["batches"]
-        t1 = rows[0]["p99_ms"]
-        last = rows[-1]
-        per_row = max(0.0, (last["p50_ms"] - rows[0]["p50_ms"]) / max(1, last["batch_size"] - 1))
-        return t1, per_row
-    return 5.0, 1.0  # no profile: a small-model guess, corrected at run time by the observed slowdown
+    """(T(1) p99 ms, extra ms per extra row) fitted from this machine's measured profile of the layout
+    every instance runs (economics/latency_profiles.py reads it; a missing one is an error there)."""
+    rows = layout_batches(model, threads, slots)
+    (b1, p50_1, p99_1), (bn, p50_n, _) = rows[0], rows[-1]
+    return p99_1, max(0.0, (p50_n - p50_1) / max(1, bn - b1))
 
 
 @dataclass
@@ -100,7 +95,10 @@ class Dispatcher:
         config: FrontDoorConfig,
         function: FunctionBackend | None = None,
         prices: Callable[[Instance], float] | None = None,
+        models: Sequence[str] = (),
     ) -> None:
+        """``models``: read their latency profiles now, so a missing one fails the start (ProfileError
+        naming the file), not the first request."""
         self.cloud = cloud
         self.config = config
         self.function = function
@@ -112,7 +110,9 @@ class Dispatcher:
         self.retries = 0  # requests re-dispatched because their worker died mid-flight
         self.refusals = 0  # requests re-dispatched because a worker refused them (503: draining, full)
         self.decisions: dict[str, int] = {}  # dispatch decisions by reason: why traffic went where it went
-        self._profiles: dict[str, tuple[float, float]] = {}
+        self._profiles: dict[str, tuple[float, float]] = {
+            m: profile_line(m, config.threads, config.slots) for m in models
+        }
         self.on_lambda: Callable[[Any], None] | None = None  # e.g. the cost ledger, per invocation
         # Observed / predicted latency per worker: profiles are measured on an idle machine, and a
         # worker sharing its cores (or a noisy neighbour) is slower and jittery. Predictions are

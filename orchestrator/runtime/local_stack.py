@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from inference.repository import ModelRepository
-from orchestrator.cloud.base import Instance, InstanceState, Market
+from orchestrator.cloud.base import Instance
 from orchestrator.cloud.local.instances import InstanceTypeSpec, LocalCloud, LocalCloudConfig
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.frontdoor.app import FrontDoor
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig, FunctionBackend
+from orchestrator.types import InstanceState, Market
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class LocalStack:
             ),
             function,
             prices,
+            models=config.models,
         )
         self.frontdoor = FrontDoor(
             self.dispatcher, ModelRepository(config.repository), list(config.models), api_keys=api_keys

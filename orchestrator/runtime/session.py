@@ -18,13 +18,13 @@ import numpy as np
 
 from inference.codec import encode_request
 from inference.repository import ModelRepository
-from orchestrator.cloud.base import InstanceState
 from orchestrator.cloud.local.instances import InstanceTypeSpec, local_threads
 from orchestrator.economics.catalog import Catalog
 from orchestrator.economics.ledger import CostLedger, CostSnapshot
 from orchestrator.frontdoor.auth import ApiKeys, hash_key
 from orchestrator.frontdoor.upstream import Connection, HttpConnectionError, build_request
 from orchestrator.runtime.local_stack import LocalStack, StackConfig
+from orchestrator.types import InstanceState
 from orchestrator.workload.loadgen import burst_window, replay
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from predictor.traces import load_trace
+
 
 def builtin_shape(
     seconds: int = 600, base_rps: float = 40.0, peak_rps: float = 120.0, burst_rps: float = 400.0
@@ -44,31 +46,19 @@ def burst_window(rates: list[float]) -> tuple[int, int] | None:
     return None
 
 
-def load_trace(path: Path | str, scale: float = 1.0, limit_seconds: int | None = None) -> list[float]:
-    """Per-second counts (space-separated integers, one line) or a per-minute CSV (header, one count a line)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"trace file not found: {p}")
-    text = p.read_text()
-    rates: list[float]
-    if p.suffix == ".csv":
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        try:
-            per_minute = [float(x) for x in lines[1:]]
-        except ValueError as e:
-            raise ValueError(f"{p}: per-minute CSV must have a header line, then one number a line: {e}") from None
-        rates = [m / 60.0 for m in per_minute for _ in range(60)]
-    else:
-        try:
-            rates = [float(x) for x in text.split()]
-        except ValueError as e:
-            raise ValueError(f"{p}: per-second trace must be space-separated numbers: {e}") from None
-    if not rates:
-        raise ValueError(f"{p}: the trace is empty")
-    if any(r < 0 for r in rates):
-        raise ValueError(f"{p}: negative request rates")
-    rates = rates[:limit_seconds] if limit_seconds else rates
-    return [r * scale for r in rates]
+def trace_rates(path: Path | str, scale: float = 1.0, limit_seconds: int | None = None) -> list[float]:
+    """Requests per second to replay from any trace file ``predictor.traces`` reads (per-second
+    counts, per-minute CSV spread over its seconds, event CSVs, archives), times ``scale``, at most
+    ``limit_seconds`` of it. One loader for forecaster and workload alike; collection gaps are not
+    marked here (a replay sends what the file says).
+
+    Raises:
+        FileNotFoundError, predictor.traces.TraceError (a ValueError): naming the file and the problem.
+    """
+    per_second = load_trace(path, detect_gaps=False).per_second
+    if limit_seconds:
+        per_second = per_second[:limit_seconds]
+    return [float(r) * scale for r in per_second]
 
 
 async def replay(

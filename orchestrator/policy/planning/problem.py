@@ -16,8 +16,10 @@ from functools import cached_property
 
 import numpy as np
 
-ON_DEMAND = "on-demand"
-SPOT = "spot"
+from orchestrator.types import Market
+
+ON_DEMAND: str = Market.ON_DEMAND.value  # pools carry the market as its plain string
+SPOT: str = Market.SPOT.value
 UNSERVED_USD_PER_REQUEST = 1e-3  # a request nobody serves costs more than any way of serving it
 
 
