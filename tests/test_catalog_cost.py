@@ -457,3 +457,17 @@ def test_cost_never_decreases_with_more_invocations(
         assert snap.lambda_invocations == n
         assert snap.lambda_request_usd == pytest.approx(n * 0.20 / 1_000_000, rel=1e-12)
         previous = snap
+
+
+def test_one_lambda_price_formula_for_planner_and_ledger() -> None:
+    from orchestrator.economics.lambda_price import billed_ms, usd_per_invocation
+
+    catalog = load_catalog()
+    lam = catalog.lambda_
+    assert billed_ms(lam, 10.2) == 11 and billed_ms(lam, 0.0) == 1
+    by_hand = lam.usd_per_million_requests.value / 1e6 + lam.usd_per_gb_second.x86_64.value * 2048 / 1024 * 0.011
+    assert usd_per_invocation(lam, 2048, 10.2) == pytest.approx(by_hand, rel=1e-12)
+    ledger = CostLedger(catalog)
+    for _ in range(1000):
+        ledger.lambda_invocation(billed_ms(lam, 10.2), 2048)
+    assert ledger.snapshot(0.0).lambda_usd == pytest.approx(1000 * by_hand, rel=1e-9)

@@ -11,6 +11,7 @@ import math
 import sys
 
 from orchestrator.cli.args import fraction, positive_ms
+from orchestrator.economics.lambda_price import usd_per_invocation
 from orchestrator.policy.planning import (
     ON_DEMAND,
     SPOT,
@@ -93,7 +94,7 @@ def _lambda(args: argparse.Namespace, catalog, model: str) -> tuple[LambdaOption
         cpu = request_cpu_ms(model) or 0.0
         ms = t1 + cpu
         how = f"estimated: this machine's one-thread T(1) p50 {t1:.1f} ms + host CPU per request {cpu:.2f} ms"
-    usd = lam.usd_per_request + lam.gb_second_price("x86_64") * args.lambda_memory_mb / 1024 * math.ceil(ms) / 1000
+    usd = usd_per_invocation(lam, args.lambda_memory_mb, ms)
     return LambdaOption(usd, limit, ms), how
 
 

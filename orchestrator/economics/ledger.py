@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from orchestrator.economics.catalog import ARCHITECTURES, Catalog
+from orchestrator.economics.lambda_price import compute_usd
 
 Route = Literal["instance", "lambda"]
 ROUTES: tuple[str, ...] = get_args(Route)
@@ -193,9 +194,8 @@ class CostLedger:
             if ln.market == "spot":
                 spot_terms.append(usd)
         lam = self.catalog.lambda_
-        gb_s_by_arch = {arch: mb_ms / 1024 / 1000 for arch, mb_ms in self._lambda_mb_ms.items()}
-        compute = math.fsum(gb_s * lam.gb_second_price(arch) for arch, gb_s in gb_s_by_arch.items())
-        request_usd = self._lambda_invocations * lam.usd_per_million_requests.value / 1_000_000
+        compute = math.fsum(compute_usd(lam, 1.0, mb_ms, arch) for arch, mb_ms in self._lambda_mb_ms.items())
+        request_usd = self._lambda_invocations * lam.usd_per_request
         instance_usd = math.fsum(instance_terms)
         total = math.fsum((instance_usd, compute, request_usd))
         served = sum(self._requests.values())
@@ -210,7 +210,7 @@ class CostLedger:
             requests_lambda=self._requests["lambda"],
             usd_per_million_requests=total / served * 1_000_000 if served else None,
             instance_seconds=math.fsum(billed_s),
-            lambda_gb_seconds=math.fsum(gb_s_by_arch.values()),
+            lambda_gb_seconds=math.fsum(mb_ms / 1024 / 1000 for mb_ms in self._lambda_mb_ms.values()),
             lambda_invocations=self._lambda_invocations,
             instances_running=len(self._running),
         )
