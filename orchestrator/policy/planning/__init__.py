@@ -5,7 +5,9 @@
 (MArk's published heuristic, the baseline).
 """
 
-from orchestrator.policy.planning.milp import (
+from orchestrator.policy.planning.mark_greedy import mark_greedy
+from orchestrator.policy.planning.milp import dominated_pools, milp, oracle
+from orchestrator.policy.planning.problem import (
     ON_DEMAND,
     SPOT,
     UNSERVED_USD_PER_REQUEST,
@@ -17,11 +19,7 @@ from orchestrator.policy.planning.milp import (
     PoolArrays,
     PoolOption,
     Schedule,
-    dominated_pools,
     evaluate,
-    mark_greedy,
-    milp,
-    oracle,
 )
 
 __all__ = [

@@ -27,36 +27,12 @@ from orchestrator.policy.planning.problem import (
     ON_DEMAND,
     SPOT,
     UNSERVED_USD_PER_REQUEST,
-    CostSplit,
-    FleetInstance,
-    LambdaOption,
     Plan,
     PlanInput,
-    PoolArrays,
-    PoolOption,
     Schedule,
     evaluate,
     window_sum,
 )
-
-__all__ = [
-    "ON_DEMAND",
-    "SPOT",
-    "UNSERVED_USD_PER_REQUEST",
-    "CostSplit",
-    "FleetInstance",
-    "LambdaOption",
-    "Plan",
-    "PlanInput",
-    "PoolArrays",
-    "PoolOption",
-    "Schedule",
-    "dominated_pools",
-    "evaluate",
-    "mark_greedy",
-    "milp",
-    "oracle",
-]
 
 # A safety net for HiGHS (the LP takes milliseconds; branch and bound in ``exact`` mode, seconds):
 # where it has not finished by then, the best plan found so far is used (never dearer than MArk's).
