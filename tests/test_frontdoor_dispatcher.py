@@ -33,3 +33,25 @@ def test_predictions_come_from_the_measured_profile_of_the_layout_or_the_start_f
     # no profile for 3 threads: an error naming the file it looked for, never the old 5 ms + 1 ms/row guess
     with pytest.raises(ProfileError, match=r"looked for profiles/latency/digits_mlp_small/<host>-t3\.json"):
         Dispatcher(None, FrontDoorConfig(threads=3), None, models=["digits_mlp_small"])  # type: ignore[arg-type]
+
+
+def test_a_throttled_function_is_a_429_by_its_type_not_its_class_name() -> None:
+    import asyncio
+
+    from orchestrator.cloud.base import FunctionError, FunctionThrottled
+
+    class Fn:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> None:
+            raise self.error
+
+        def concurrency_limit(self) -> int:
+            return 1
+
+    for error, status in ((FunctionThrottled("all busy"), 429), (FunctionError("died"), 502), (OSError("x"), 502)):
+        d = Dispatcher(None, FrontDoorConfig(), Fn(error))  # type: ignore[arg-type]
+        answer = asyncio.run(d._to_lambda("m", b"{}", {}))
+        assert (answer.status, answer.route) == (status, "lambda"), error
+        assert b"Lambda could not serve the request" in answer.body

@@ -180,6 +180,7 @@ def test_saturated_workers_and_a_booting_instance_send_the_burst_to_lambda(
 
 
 def test_spot_interruption_drains_then_terminates(digits_repo: ModelRepository) -> None:
+    from orchestrator.cloud.base import InstanceNotFound
     from orchestrator.types import InstanceState, Market
 
     s = StackThread(
@@ -199,7 +200,7 @@ def test_spot_interruption_drains_then_terminates(digits_repo: ModelRepository) 
             time.sleep(0.05)
         assert cloud.instances()[0].state == InstanceState.TERMINATED
         assert cloud.interruption_notices() == []
-        with pytest.raises(ValueError, match="no live instance"):
+        with pytest.raises(InstanceNotFound, match="no live instance"):
             cloud.inject_interruption(inst.id)
     finally:
         s.close()

@@ -20,9 +20,9 @@ from inference.codec import decode_response, encode_request
 from inference.errors import ModelNotFound
 from inference.repository import ModelRepository
 from inference.zoo.digits import load_split
+from orchestrator.cloud.base import FunctionThrottled
 from orchestrator.cloud.local.lambda_pool import (
     LambdaEnvironmentDied,
-    LambdaThrottled,
     LocalLambda,
     LocalLambdaConfig,
 )
@@ -113,7 +113,7 @@ def test_concurrency_limit_throttles_and_warm_envs_are_reused(config: Factory) -
                 *(lam.invoke("digits_mlp_large", *LARGE) for _ in range(4)), return_exceptions=True
             )
             served = [r for r in results if not isinstance(r, BaseException)]
-            throttled = [r for r in results if isinstance(r, LambdaThrottled)]
+            throttled = [r for r in results if isinstance(r, FunctionThrottled)]
             assert len(served) == 2 and len(throttled) == 2, results
             assert all(r.status == 200 and r.cold_start for r in served)
             assert throttled[0].status == 429

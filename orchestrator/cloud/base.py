@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Protocol
 
 from orchestrator.types import InstanceState, Market
 
@@ -33,6 +34,80 @@ class InterruptionNotice:
     instance_id: str
     noticed_at: float
     terminate_at: float
+
+
+class InstanceNotFound(KeyError):
+    """No instance with that id in this backend."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FunctionError(RuntimeError):
+    """The function could not serve an invocation; ``status`` is what a client should see."""
+
+    status = 502
+
+
+class FunctionThrottled(FunctionError):
+    """Every environment up to the concurrency limit is busy (AWS: 429 TooManyRequestsException)."""
+
+    status = 429
+
+
+@dataclass(frozen=True)
+class FunctionResult:
+    """One invocation, as the platform reports and bills it."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    cold_start: bool
+    init_ms: float  # the INIT phase of this invocation's cold start, 0 when warm
+    duration_ms: float  # the handler's run time, as AWS reports Duration
+    billed_duration_ms: int  # ceil(duration + init on a cold start)
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    environments: int
+    busy: int
+    idle: int
+    invocations: int
+    cold_starts: int
+    throttles: int
+    deaths: int
+    billed_ms: int
+    billed_gb_seconds: float
+
+
+class FunctionBackend(Protocol):
+    """The Lambda function as the front door and the runtime use it (the local pool, or AWS Lambda).
+
+    ``invoke`` raises FunctionThrottled at the concurrency limit and FunctionError when an
+    environment fails; every other outcome, HTTP errors included, is a FunctionResult.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> FunctionResult: ...
+
+    async def prewarm(self, count: int) -> int:
+        """Start up to ``count`` environments ahead of traffic; returns how many are warm."""
+        ...
+
+    def stats(self) -> FunctionStats: ...
+
+    def warm_idle(self) -> int: ...
+
+    def concurrency_left(self) -> int: ...
+
+    def concurrency_limit(self) -> int: ...
+
+    def predicted_latency_ms(self, model: str, cold: bool) -> float: ...
 
 
 class CapacityError(RuntimeError):

@@ -192,9 +192,8 @@ class FrontDoor:
             auth = Counter("mark_frontdoor_auth_failures", "Requests refused with 401: missing or wrong API key")
             auth.inc((), self.api_keys.failures)
             families.append(auth)
-        lambda_stats = getattr(d.function, "stats", None)
-        if lambda_stats is not None:
-            st = lambda_stats()
+        if d.function is not None:
+            st = d.function.stats()
             lam = Counter("mark_lambda_cold_starts", "Lambda cold starts (new execution environments)")
             lam.inc((), st.cold_starts)
             inv = Counter("mark_lambda_invocations", "Lambda invocations")

@@ -15,11 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from orchestrator.cloud.base import Cloud, Instance
+from orchestrator.cloud.base import Cloud, FunctionBackend, FunctionError, Instance
 from orchestrator.economics.latency_profiles import layout_batches
 from orchestrator.frontdoor.slo import SloTracker
 from orchestrator.frontdoor.upstream import Connection, HttpConnectionError, build_request
@@ -27,20 +27,6 @@ from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
 from orchestrator.types import InstanceState
 
 log = logging.getLogger("mark.frontdoor")
-
-
-class FunctionBackend(Protocol):
-    """What the front door needs of the Lambda function (the local pool, or AWS Lambda)."""
-
-    async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> Any: ...
-
-    def warm_idle(self) -> int: ...
-
-    def concurrency_left(self) -> int: ...
-
-    def concurrency_limit(self) -> int: ...
-
-    def predicted_latency_ms(self, model: str, cold: bool) -> float: ...
 
 
 SLOWDOWN_WINDOW = 128  # recent answers per worker behind its slowdown factor
@@ -255,7 +241,7 @@ class Dispatcher:
         try:
             res = await self.function.invoke(model, body, headers)
         except Exception as e:  # noqa: BLE001 - throttled or environment died: answer explicitly
-            status = 429 if type(e).__name__ == "LambdaThrottled" else 502
+            status = e.status if isinstance(e, FunctionError) else 502
             return replace(_error(status, f"Lambda could not serve the request: {e}", 1), route="lambda")
         finally:
             self._lambda_gate.release()

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from inference.repository import ModelRepository
-from orchestrator.cloud.base import Instance
+from orchestrator.cloud.base import FunctionBackend, Instance
 from orchestrator.cloud.local.instances import InstanceTypeSpec, LocalCloud, LocalCloudConfig
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.frontdoor.app import FrontDoor
 from orchestrator.frontdoor.auth import ApiKeys
-from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig, FunctionBackend
+from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig
 from orchestrator.types import InstanceState, Market
 
 
@@ -119,9 +119,8 @@ class LocalStack:
 
     async def start(self) -> None:
         c = self.config
-        start_function = getattr(self.function, "start", None)
-        if start_function is not None:
-            await start_function()
+        if self.function is not None:
+            await self.function.start()
         if c.initial_instances:
             await self.cloud.launch(c.instance_type, c.market, c.initial_instances)
         self._server = _Server(
@@ -164,7 +163,6 @@ class LocalStack:
             self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        close = getattr(self.function, "stop", None)
-        if close is not None:
-            await close()
+        if self.function is not None:
+            await self.function.stop()
         await self.cloud.close()

@@ -18,6 +18,7 @@ import numpy as np
 
 from inference.codec import encode_request
 from inference.repository import ModelRepository
+from orchestrator.cloud.base import FunctionBackend
 from orchestrator.cloud.local.instances import InstanceTypeSpec, local_threads
 from orchestrator.economics.catalog import Catalog
 from orchestrator.economics.ledger import CostLedger, CostSnapshot
@@ -177,7 +178,7 @@ async def run_workload(
     rates: list[float],
     catalog: Catalog,
     *,
-    function: object | None = None,
+    function: FunctionBackend | None = None,
     sl_min: float = 0.98,
     progress: bool = True,
     launch_at_burst: bool = True,
@@ -188,7 +189,7 @@ async def run_workload(
     seen: dict[str, str] = {}
     burst = burst_window(rates) if launch_at_burst else None
     launched = config.initial_instances
-    async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:  # type: ignore[arg-type]
+    async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
         stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb)
 
         def cost_now() -> dict[str, float]:
@@ -197,9 +198,8 @@ async def run_workload(
 
         stack.frontdoor.cost = cost_now  # /metrics shows cost so far
         await stack.wait_running(config.initial_instances, timeout_s=120)
-        prewarm = getattr(function, "prewarm", None)
-        if lambda_prewarm and prewarm is not None:
-            await prewarm(lambda_prewarm)  # a static stand-in for the planner's pre-warm decision (issue 4)
+        if lambda_prewarm and function is not None:
+            await function.prewarm(lambda_prewarm)  # a static stand-in for the planner's pre-warm decision (issue 4)
         repo = ModelRepository(config.repository)
         payloads = sample_payloads(repo, config.models[0])
         if api_keys is not None:  # the built-in load sender gets a key of its own, for this run only

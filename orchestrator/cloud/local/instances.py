@@ -27,10 +27,10 @@ from orchestrator.cloud.base import (
     CapacityError,
     Cloud,
     Instance,
-    InstanceState,
+    InstanceNotFound,
     InterruptionNotice,
-    Market,
 )
+from orchestrator.types import InstanceState, Market
 
 ROOT = Path(__file__).resolve().parents[3]
 # Resident memory of an idle worker after loading its model, read from /proc/PID/status (VmRSS):
@@ -182,7 +182,7 @@ class LocalCloud(Cloud):
         for iid in instance_ids:
             x = self._instances.get(iid)
             if x is None:
-                raise ValueError(f"unknown instance {iid!r}")
+                raise InstanceNotFound(f"unknown instance {iid!r}")
             if x.instance.state == InstanceState.TERMINATED:
                 continue
             x.instance = replace(x.instance, state=InstanceState.DRAINING)
@@ -211,7 +211,7 @@ class LocalCloud(Cloud):
         """Emulate EC2 reclaiming a spot instance: a notice now, termination after ``notice_seconds``."""
         x = self._instances.get(instance_id)
         if x is None or x.instance.state == InstanceState.TERMINATED:
-            raise ValueError(f"no live instance {instance_id!r}")
+            raise InstanceNotFound(f"no live instance {instance_id!r}")
         if x.instance.market != Market.SPOT:
             raise ValueError(f"{instance_id} is on-demand: only spot instances get interruption notices")
         now = self.now()

@@ -5,7 +5,7 @@ here is what makes Lambda fast or slow on AWS: a warm environment answers in mil
 one first pays a cold start (sandbox creation, emulated by ``platform_init_ms``, then INIT: the
 interpreter, the handler's imports and the model load, all real), environments serve one request
 at a time, idle ones are shut down after ``idle_ttl_s``, and past ``concurrency_limit`` environments
-a request is throttled (``LambdaThrottled``, AWS's 429 TooManyRequestsException).
+a request is throttled (``FunctionThrottled``, AWS's 429 TooManyRequestsException).
 
 Each environment is ``python -m lambda_fn.local_env`` (see its protocol), fed Function URL
 payload 2.0 events, so the handler runs exactly the code path it runs behind a Function URL.
@@ -37,6 +37,7 @@ import orjson
 
 from inference.repository import ModelRepository
 from lambda_fn.local_env import FRAME, MAX_FRAME_BYTES
+from orchestrator.cloud.base import FunctionError, FunctionResult, FunctionStats, FunctionThrottled
 
 ROOT = Path(__file__).resolve().parents[3]
 INIT_TIMEOUT_S = 60.0  # an environment that is not ready by then is killed (AWS: 10 s, then retried in INVOKE)
@@ -47,19 +48,7 @@ PRIOR_WARM_MS = 100.0
 PRIOR_INIT_MS = 2000.0
 
 
-class LambdaError(RuntimeError):
-    """Base of the local Lambda service's failures; ``status`` is what a client should see."""
-
-    status = 502
-
-
-class LambdaThrottled(LambdaError):
-    """Every one of ``concurrency_limit`` environments is busy (AWS: 429 TooManyRequestsException)."""
-
-    status = 429
-
-
-class LambdaEnvironmentDied(LambdaError):
+class LambdaEnvironmentDied(FunctionError):
     """The environment's process exited during INIT or mid-invocation; it was removed from the pool."""
 
 
@@ -95,31 +84,6 @@ class LocalLambdaConfig:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.idle_ttl_s <= 0 or self.timeout_s <= 0 or self.time_factor < 0 or self.platform_init_ms < 0:
             raise ValueError("idle_ttl_s and timeout_s must be > 0, time_factor and platform_init_ms >= 0")
-
-
-@dataclass(frozen=True)
-class LambdaResult:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-    cold_start: bool
-    init_ms: float  # the INIT phase of this invocation's cold start, 0 when warm
-    duration_ms: float  # the handler's run time, as AWS reports Duration
-    billed_duration_ms: int  # ceil(duration + init on a cold start)
-    memory_mb: int
-
-
-@dataclass(frozen=True)
-class LambdaStats:
-    environments: int
-    busy: int
-    idle: int
-    invocations: int
-    cold_starts: int
-    throttles: int
-    deaths: int
-    billed_ms: int
-    billed_gb_seconds: float
 
 
 @dataclass(eq=False)
@@ -259,9 +223,9 @@ class LocalLambda:
         """PIDs of every live environment process (tests and `mark run` check nothing leaks)."""
         return sorted(self._procs)
 
-    def stats(self) -> LambdaStats:
+    def stats(self) -> FunctionStats:
         busy = sum(1 for e in self._envs if e.busy) + self._starting
-        return LambdaStats(
+        return FunctionStats(
             environments=len(self._envs) + self._starting,
             busy=busy,
             idle=len(self._envs) + self._starting - busy,
@@ -294,7 +258,7 @@ class LocalLambda:
             cold_start = self._platform_init_s() * 1e3 + PRIOR_INIT_MS
         return cold_start + warm
 
-    async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> LambdaResult:
+    async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> FunctionResult:
         """``POST /v2/models/{model}/infer`` on a warm environment, or on a new one (cold start)."""
         if not self._started or self._closed:
             raise RuntimeError("LocalLambda is not running: call start() first (and not after stop())")
@@ -303,7 +267,7 @@ class LocalLambda:
         if env is None:
             if len(self._envs) + self._starting >= self.config.concurrency_limit:
                 self._throttles += 1
-                raise LambdaThrottled(
+                raise FunctionThrottled(
                     f"Rate Exceeded: all {self.config.concurrency_limit} environments of "
                     f"{self.config.function_name} are busy (concurrency limit)"
                 )
@@ -328,7 +292,7 @@ class LocalLambda:
         self._billed_gb_s += billed_ms / 1000.0 * self.config.memory_mb / 1024.0
         if status == 200 and not cold:
             self._warm_ms[model] = _ewma(self._warm_ms.get(model), round_trip_ms)
-        return LambdaResult(
+        return FunctionResult(
             status=status,
             body=out_body,
             headers=out_headers,
