@@ -33,7 +33,7 @@ to b. So under load a batch is whatever accumulated while every slot was busy. T
    (the quantile climbs steeply near saturation, and profiles come from a few hundred samples).
 
 Checked against an exact discrete-event simulation of the discipline (orchestrator/sim/batch_queue.py,
-tests/test_batching_policy.py): within a few percent on the test profiles; see capacity_at_slo.
+tests/unit/test_batching_policy.py): within a few percent on the test profiles; see capacity_at_slo.
 """
 
 from __future__ import annotations

@@ -383,7 +383,7 @@ def test_a_refusing_worker_sends_the_request_elsewhere(repo: ModelRepository) ->
         stack.close()
 
 
-# ---- found by the property test (tests/test_v2_property.py) ----------------------------------------
+# ---- found by the property test (tests/integration/test_v2_property.py) ----------------------------------------
 
 
 @pytest.mark.parametrize("name", SURFACES)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from predictor.features import HORIZON, QUANTILES, History, minute_series_from_seconds
-from tests.test_predictor import synthetic
+from tests.unit.test_predictor import synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from inference.repository import ModelRepository
 from inference.runtime import OnnxModel
 from inference.zoo.digits import load_split
 from lambda_fn import handler as fn
+from tests.integration.test_worker_bad_input import CASES, GOOD
 from tests.surfaces import alb_event, body_of, ctx, function_url_event, header
-from tests.test_worker_bad_input import CASES, GOOD
 
 MODELS = "digits_mlp_small,digits_linear"
 

@@ -18,7 +18,7 @@ the Lambda handler in-process. For every answer on every surface:
 
 Examples are split evenly over the kinds of request in ``KINDS`` (so a CI-sized run covers each)
 and derandomized (every run sends the same requests). CI runs ``MARK_V2_FUZZ_EXAMPLES`` (default 60)
-examples in a few seconds; a longer run: ``MARK_V2_FUZZ_EXAMPLES=2000 pytest tests/test_v2_property.py
+examples in a few seconds; a longer run: ``MARK_V2_FUZZ_EXAMPLES=2000 pytest tests/integration/test_v2_property.py
 -s`` (``-s`` prints the status counts per kind at the end). The module trains its own copy of the
 one model it fuzzes rather than the session's ``digits_repo`` (whole family, up to a minute).
 """

@@ -13,7 +13,7 @@ import pytest
 
 from predictor.features import HORIZON, minute_series
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT.parent / "shared" / "traces"
 TWITTER = TRACES / "twitter-2021-08" / "workload.txt"
 NASA = TRACES / "nasa-1995" / "workload.tbz2"

@@ -18,7 +18,7 @@ import pytest
 from inference.cards import ModelCard, file_digest
 from inference.repository import ModelRepository
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "imagenet-sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "imagenet-sample"
 BUILT = ["mobilenet_v2", "mobilenet_v2_int8"]
 
 pytestmark = pytest.mark.slow
@@ -170,7 +170,7 @@ def test_zoo_package_does_not_import_torch() -> None:
     code = (
         "import sys, inference.zoo; assert 'torch' not in sys.modules and 'inference.zoo.imagenet' not in sys.modules"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_worker_classifies_real_photos_sent_as_uint8_binary_tensors(
