@@ -116,7 +116,7 @@ def test_onnx_model_classifies_the_sample(built: tuple[ModelRepository, dict[str
     from PIL import Image
 
     from inference.runtime import OnnxModel
-    from inference.zoo.imagenet import preprocess
+    from inference.zoo.imagenet_variants import preprocess
 
     repo, cards = built
     with (SAMPLE_DIR / "labels.csv").open(newline="") as f:
@@ -159,7 +159,7 @@ def test_preprocess_shape_per_variant(name: str, size: int) -> None:
     _require_zoo_deps()
     from PIL import Image
 
-    from inference.zoo.imagenet import preprocess
+    from inference.zoo.imagenet_variants import preprocess
 
     x = preprocess(name, Image.new("L", (500, 333), color=200))  # grayscale, landscape: converted and cropped
     assert x.shape == (1, 3, size, size) and x.dtype == np.uint8
@@ -180,7 +180,8 @@ def test_worker_classifies_real_photos_sent_as_uint8_binary_tensors(
     _require_sample()
     import tritonclient.http as httpclient
 
-    from inference.zoo.imagenet import load_sample, preprocess
+    from inference.zoo.imagenet import load_sample
+    from inference.zoo.imagenet_variants import preprocess
     from tests.conftest import WorkerProcess
 
     repo, _ = built

@@ -114,3 +114,17 @@ def test_the_forecaster_run_time_never_imports_torch() -> None:
 )
 def test_each_rule_fails_on_a_violation(rule: str, source: str, culprit: str) -> None:
     assert violations([("made_up.py", source)], rule) == [f"made_up.py imports {culprit}"]
+
+
+def test_client_side_imagenet_preprocessing_never_loads_torch() -> None:
+    """A client preparing images (or the model-less layer reading the variant list) must not need the
+    zoo extra: importing the variants module leaves torch unloaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, inference.zoo.imagenet_variants as v; "
+        "assert 'torch' not in sys.modules, 'torch loaded'; print(len(v.VARIANTS))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "6", out.stderr
