@@ -230,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runtime.session import RunReport, run_workload
 
     print(
-        f"[run] {args.model} on {args.instances} x {args.type} + local Lambda; {len(rates)} virtual seconds "
+        f"[run] {args.model} on a static fleet of {args.instances} x {args.type} (no controller yet) + local "
+        f"Lambda; {len(rates)} virtual seconds "
         f"at time factor {args.time_factor:g} (~{len(rates) * args.time_factor:.0f} s); SLO {args.rt_max_ms:g} ms "
         f"for {args.sl_min:.0%}; front door http://{args.host}:{args.port}",
         file=sys.stderr,

@@ -7,7 +7,6 @@ report shows (Lambda share during the burst).
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import sys
@@ -93,7 +92,7 @@ class RunReport:
                 a = s.attainment_in(window, inside)
                 rows.append((f"SLO attainment {label}", "-" if a is None else f"{a:.2%}"))
         rows += [
-            ("instances launched", f"{self.instances_launched}"),
+            ("instances launched", f"{self.instances_launched} (a static fleet: no controller yet)"),
             ("cost: instances", f"${c.instance_usd:.6f}  ({c.instance_seconds:.0f} billed instance-seconds)"),
             (
                 "cost: Lambda",
@@ -181,14 +180,13 @@ async def run_workload(
     function: FunctionBackend | None = None,
     sl_min: float = 0.98,
     progress: bool = True,
-    launch_at_burst: bool = True,
     lambda_prewarm: int = 0,
     api_keys: ApiKeys | None = None,
 ) -> RunReport:
     ledger = CostLedger(catalog)
     seen: dict[str, str] = {}
-    burst = burst_window(rates) if launch_at_burst else None
-    launched = config.initial_instances
+    # The fleet is static until the controller lands (issue 13): what the burst does to it is reported.
+    burst = burst_window(rates)
     async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
         stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb)
 
@@ -211,12 +209,8 @@ async def run_workload(
         last_progress = [0.0]
 
         def on_second(i: int) -> None:
-            nonlocal launched
             sender.second = i
             _sync_ledger(ledger, stack, seen)
-            if burst and i == burst[0]:
-                asyncio.get_running_loop().create_task(stack.cloud.launch(config.instance_type, config.market, 1))
-                launched += 1
             # A terminal gets a live line twice a second; a log gets one line per virtual minute.
             due = time.monotonic() - last_progress[0] >= 0.5 if sys.stderr.isatty() else i % 60 == 0
             if progress and (due or i == len(rates) - 1):
@@ -245,7 +239,7 @@ async def run_workload(
         config.rt_max_ms,
         sl_min,
         burst,
-        launched,
+        len(stack.cloud.instances()),
         dict(stack.dispatcher.decisions),
     )
 

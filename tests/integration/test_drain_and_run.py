@@ -91,7 +91,8 @@ def test_mark_run_replays_a_workload_and_prints_the_report(tmp_path: Path, digit
     assert out.returncode == 0, out.stderr
     for line in ("SLO attainment", "cost per 1M requests", "Lambda share (burst"):
         assert line in out.stdout, out.stdout
-    assert re.search(r"instances launched\s+2\b", out.stdout), out.stdout  # the one launch at the burst
+    # a static fleet until the controller lands: no hard-coded launch at the burst any more
+    assert re.search(r"instances launched\s+1 \(a static fleet: no controller yet\)", out.stdout), out.stdout
     assert "[run] t=" in out.stderr  # the live progress line
 
 

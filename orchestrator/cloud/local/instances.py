@@ -19,10 +19,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from orchestrator.clock import ScaledClock
 from orchestrator.cloud.base import (
     CapacityError,
     Cloud,
@@ -37,22 +37,6 @@ ROOT = Path(__file__).resolve().parents[3]
 # 128 MB with mobilenet_v2, 160 MB with efficientnet_lite2; 350 MB leaves room for batch buffers.
 WORKER_RSS_BYTES = 350 * 1024 * 1024
 SPOT_NOTICE_S = 120.0  # EC2 gives two minutes
-
-
-class VirtualClock:
-    """Seconds since start, running ``1 / time_factor`` times faster than the wall clock."""
-
-    def __init__(self, time_factor: float = 1.0) -> None:
-        if time_factor <= 0:
-            raise ValueError(f"time_factor must be > 0, got {time_factor}")
-        self.time_factor = time_factor
-        self._t0 = time.monotonic()
-
-    def now(self) -> float:
-        return (time.monotonic() - self._t0) / self.time_factor
-
-    def wall_seconds(self, virtual_seconds: float) -> float:
-        return virtual_seconds * self.time_factor
 
 
 @dataclass(frozen=True)
@@ -114,9 +98,9 @@ class _Local:
 
 
 class LocalCloud(Cloud):
-    def __init__(self, config: LocalCloudConfig, clock: VirtualClock | None = None) -> None:
+    def __init__(self, config: LocalCloudConfig, clock: ScaledClock | None = None) -> None:
         self.config = config
-        self.clock = clock or VirtualClock(config.time_factor)
+        self.clock = clock or ScaledClock(config.time_factor)
         self.cap = config.max_instances or machine_instance_cap()
         self._instances: dict[str, _Local] = {}
         self._ids = itertools.count(1)
