@@ -15,7 +15,6 @@ from inference.asgi import ClientDisconnected, Receive, Scope, read_body
 from inference.codec import HEADER_LENGTH, encode_response
 from inference.errors import Overloaded
 from inference.v2 import (
-    UNKNOWN_MODEL,
     Reply,
     Resolved,
     body_limit_reason,
@@ -23,6 +22,7 @@ from inference.v2 import (
     error_reply,
     failure_reason,
     max_request_bytes,
+    metric_labels,
     parse_infer,
     single_header,
 )
@@ -37,13 +37,13 @@ class WorkerInfer:
     async def __call__(self, r: Resolved, scope: Scope, receive: Receive) -> Reply:
         state, m = self.state, self.state.metrics
         model = r.model or ""
-        labels: Labels = (("model", model if model in state.models else UNKNOWN_MODEL), ("version", "1"))
+        labels: Labels = metric_labels(model, state.models)
         t0 = time.perf_counter()
         pending = False
         try:
             sm = state.get(model)
             check_version(sm.card, r.version)
-            labels = (("model", model), ("version", sm.card.version))
+            labels = metric_labels(model, state.models, sm.card.version)
             if state.draining:
                 raise Overloaded("worker is draining and accepts no new requests", retry_after_s=1)
             batcher = state.batcher(model)
@@ -56,7 +56,7 @@ class WorkerInfer:
                 sm.card,
                 rows,
                 content_encoding=single_header(scope, b"content-encoding"),
-                max_body_bytes=ceiling,
+                body_limit=limit,
             )
             fut = batcher.submit(req.inputs, req.timeout_us())
             m.pending.inc(labels)

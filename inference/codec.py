@@ -27,7 +27,6 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
-    TypeAdapter,
     ValidationError,
 )
 
@@ -96,7 +95,6 @@ class _RequestHeader(BaseModel):
     outputs: list[_OutputHeader] | None = None
 
 
-_REQUEST_HEADER = TypeAdapter(_RequestHeader)
 _SCALAR_MEMBERS = {"bool", "int", "float", "str"}
 
 
@@ -335,7 +333,7 @@ def decode_request(body: bytes, header_length: int | str | None = None) -> Infer
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' list")
     try:
-        head = _REQUEST_HEADER.validate_python(doc)
+        head = _RequestHeader.model_validate(doc)
     except ValidationError as e:
         raise _header_error(e) from None
     params: dict[str, Any] = dict(head.parameters or {})

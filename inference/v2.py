@@ -148,6 +148,12 @@ class Server(Protocol):
         ...
 
 
+def metric_labels(model: str, served: Iterable[str], version: str = "1") -> tuple[tuple[str, str], ...]:
+    """Triton's (model, version) labels; a model not served is ``UNKNOWN_MODEL``, so client-chosen
+    names never become label values."""
+    return (("model", model if model in served else UNKNOWN_MODEL), ("version", version))
+
+
 def unknown_model(name: str, served: Iterable[str]) -> ModelNotFound:
     """The one 404 for a model this server does not serve, worded alike on every surface."""
     return ModelNotFound(f"unknown model {name!r}; served here: {sorted(served)}")
@@ -230,6 +236,7 @@ def check_inputs(req: InferRequest, specs: Sequence[TensorSpec]) -> None:
 # valid request, and refusing it unread bounds what a request costs (a JSON list of floats becomes
 # ~16-32 bytes of Python objects per text byte while it is parsed).
 HEADER_ALLOWANCE_BYTES = 64 * 1024
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON_BYTES_PER_ELEMENT = 64
 
 
@@ -302,21 +309,23 @@ def parse_infer(
     max_batch_size: int,
     *,
     content_encoding: str | None = None,
-    max_body_bytes: int = 64 * 1024 * 1024,
+    body_limit: int | None = None,
 ) -> InferRequest:
     """Decode and check an infer body against the model: the same rules on every surface.
 
     ``Inference-Header-Content-Length: 0`` is Triton's raw binary request (the body is the single
     input's tensor, batch 1). A request with more rows than ``max_batch_size`` is refused, as Triton
     does, rather than run as one oversized batch. The ``timeout`` parameter is validated here.
-    Compressed bodies (``content_encoding``) are inflated within the model's body limit.
+    Compressed bodies (``content_encoding``) are inflated within ``body_limit`` (default: the model's
+    ``max_request_bytes`` under the 64 MiB server ceiling; surfaces that read the body pass the limit
+    they read it with).
 
     Raises:
         BadRequest: naming the field, the input or the limit.
         PayloadTooLarge: the body (or what it inflates to) passes the model's limit.
         UnsupportedMediaType: an unknown Content-Encoding.
     """
-    limit = max_request_bytes(card, max_batch_size, max_body_bytes)
+    limit = body_limit if body_limit is not None else max_request_bytes(card, max_batch_size, DEFAULT_MAX_BODY_BYTES)
     if len(body) > limit:
         raise PayloadTooLarge(
             f"request body of {len(body)} bytes exceeds the limit of {limit} bytes"

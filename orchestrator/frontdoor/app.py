@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import orjson
 
@@ -19,7 +18,6 @@ from inference.cards import ModelCard
 from inference.codec import HEADER_LENGTH
 from inference.repository import ModelRepository, validate_name
 from inference.v2 import (
-    UNKNOWN_MODEL,
     Readiness,
     Reply,
     Resolved,
@@ -29,6 +27,7 @@ from inference.v2 import (
     error_reply,
     failure_reason,
     max_request_bytes,
+    metric_labels,
     single_header,
     status_reason,
     unknown_model,
@@ -69,15 +68,19 @@ def request_budget_ms(body: bytes, headers: dict[str, str], rt_max_ms: float) ->
     return rt_max_ms
 
 
-@dataclass
 class FrontDoorServer:
     """The front door's side of the v2 surface: metadata from the model cards (it answers while no
-    worker is up), readiness from the fleet and Lambda, batching as every instance is started with."""
+    worker is up), readiness from the fleet and Lambda, batching as every instance is started with.
 
-    dispatcher: Dispatcher
-    repo: ModelRepository
-    models: list[str]
-    name: str = "mark-frontdoor"
+    Cards are read once, here: a missing one fails the start, and no request reads the disk.
+    """
+
+    name = "mark-frontdoor"
+
+    def __init__(self, dispatcher: Dispatcher, repo: ModelRepository, models: list[str]) -> None:
+        self.dispatcher = dispatcher
+        self.models = models
+        self.cards = {m: repo.card(m) for m in models}
 
     def server_ready(self) -> Readiness:
         d = self.dispatcher
@@ -85,9 +88,9 @@ class FrontDoorServer:
 
     def card(self, model: str) -> ModelCard:
         validate_name(model)
-        if model not in self.models:
+        if model not in self.cards:
             raise unknown_model(model, self.models)
-        return self.repo.card(model)
+        return self.cards[model]
 
     def model_ready(self, model: str) -> Readiness:
         self.card(model)
@@ -128,11 +131,11 @@ class FrontDoor:
 
     async def infer(self, r: Resolved, scope: Scope, receive: Receive) -> Reply:
         model = r.model or ""
-        labels: Labels = (("model", model if model in self.models else UNKNOWN_MODEL), ("version", "1"))
+        labels: Labels = metric_labels(model, self.models)
         try:
             card = self.server.card(model)
             check_version(card, r.version)
-            labels = (("model", model), ("version", card.version))
+            labels = metric_labels(model, self.models, card.version)
             rows = self.dispatcher.config.max_batch  # what every instance is started with
             limit = max_request_bytes(card, rows, self.max_body_bytes)
             body = await read_body(scope, receive, limit, body_limit_reason(card, rows))

@@ -72,21 +72,20 @@ class ApiKeys:
     def __call__(self, scope: Scope) -> None:
         """Raises Unauthorized (401 with WWW-Authenticate) when the key is missing or wrong."""
         values = [bytes(v) for k, v in scope["headers"] if k == b"authorization"]
-        if len(values) > 1:
-            self.failures += 1
-            raise Unauthorized(f"Authorization is given {len(values)} times; send it once", headers=CHALLENGE)
         scheme, _, key = (values[0] if values else b"").partition(b" ")
-        if values and scheme.lower() != b"bearer":
-            self.failures += 1
-            # the scheme is not echoed: a key sent without one would be
-            raise Unauthorized("Authorization must be 'Bearer <key>'", headers=CHALLENGE)
         key = key.strip(b" \t")
         # the key's bytes as sent (UTF-8 from any client): hashed like printf %s KEY | sha256sum
         presented = hashlib.sha256(key).hexdigest() if key else ""
         ok = False
         for d in self.digests:  # compare with all, so the time taken does not tell which one matched
             ok |= hmac.compare_digest(presented.encode(), d.encode())
-        if not ok:
-            self.failures += 1
-            what = "wrong API key" if presented else "missing API key"
-            raise Unauthorized(f"{what}: send 'Authorization: Bearer <key>'", headers=CHALLENGE)
+        if len(values) > 1:
+            problem = f"Authorization is given {len(values)} times; send it once"
+        elif values and scheme.lower() != b"bearer":
+            problem = "Authorization must be 'Bearer <key>'"  # the scheme is not echoed: a bare key would be
+        elif not ok:
+            problem = f"{'wrong' if presented else 'missing'} API key: send 'Authorization: Bearer <key>'"
+        else:
+            return
+        self.failures += 1
+        raise Unauthorized(problem, headers=CHALLENGE)

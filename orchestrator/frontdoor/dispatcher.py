@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
+from inference.v2 import json_reply
 from orchestrator.cloud.base import Cloud, FunctionBackend, FunctionError, Instance
 from orchestrator.economics.latency_profiles import layout_batches
 from orchestrator.frontdoor.slo import SloTracker
@@ -255,7 +254,6 @@ _PASS_HEADERS = {"content-type", "inference-header-content-length", "retry-after
 
 
 def _error(status: int, message: str, retry_after_s: int | None = None) -> Answer:
-    headers = [(b"content-type", b"application/json")]
-    if retry_after_s is not None:
-        headers.append((b"retry-after", str(retry_after_s).encode()))
-    return Answer(status, orjson.dumps({"error": message}), headers, "frontdoor")
+    extra = (("retry-after", str(retry_after_s)),) if retry_after_s is not None else ()
+    reply = json_reply(status, {"error": message}, extra)  # the one error body (inference/v2.py)
+    return Answer(reply.status, reply.body, reply.asgi_headers(), "frontdoor")
