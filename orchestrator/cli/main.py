@@ -181,7 +181,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def _api_keys(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """API keys for the front door from --api-key-sha256 and MARK_API_KEY_SHA256; warn loudly when
     the front door listens beyond loopback without any."""
-    from orchestrator.frontdoor.auth import API_KEYS_ENV, ApiKeys, digests_from_env, parse_digests
+    from orchestrator.frontdoor.auth import API_KEYS_ENV, HASH_HINT, ApiKeys, digests_from_env, parse_digests
 
     digests = parse_digests(args.api_key_sha256 or []) + digests_from_env()
     if digests:
@@ -191,7 +191,7 @@ def _api_keys(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         print(
             f"\n[run] WARNING: the front door listens on {args.host} and accepts ANY caller: no API key is "
             f"configured. Set --api-key-sha256 HASH or {API_KEYS_ENV} (the SHA-256 of each key: "
-            "printf %s KEY | sha256sum).\n",
+            f"{HASH_HINT}).\n",
             file=sys.stderr,
         )
     return None
@@ -277,15 +277,16 @@ def _serve(config, function, args: argparse.Namespace, catalog, api_keys) -> int
             await stack.wait_running(config.initial_instances, timeout_s=120)
             base = f"http://{config.host}:{stack.port}"
             example = DIGIT_ZERO if args.model.startswith("digits") else "..."
+            auth = ' -H "Authorization: Bearer $KEY"' if api_keys is not None else ""  # the key itself is never printed
             print(
                 f"\nserving {args.model} through the front door on {base} "
                 f"({config.initial_instances} x {config.instance_type}"
                 f"{' + local Lambda' if function is not None else ''})\n"
                 f"  health:   curl {base}/v2/health/ready\n"
-                f"  metadata: curl {base}/v2/models/{args.model}\n"
-                f"  infer:    curl -s -X POST {base}/v2/models/{args.model}/infer -d "
+                f"  metadata: curl{auth} {base}/v2/models/{args.model}\n"
+                f"  infer:    curl{auth} -s -X POST {base}/v2/models/{args.model}/infer -d "
                 f'\'{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":{example}}}]}}\'\n'
-                f"  metrics:  curl {base}/metrics\n"
+                f"  metrics:  curl{auth} {base}/metrics\n"
                 "Ctrl-C stops everything (accepted requests are finished first).\n",
                 flush=True,
             )
@@ -448,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="HASH",
         help="require 'Authorization: Bearer KEY' on every route but health; HASH is the SHA-256 hex of KEY "
-        "(printf %%s KEY | sha256sum); repeatable; also read from MARK_API_KEY_SHA256 (comma-separated)",
+        "(printf %%s KEY | sha256sum | cut -d' ' -f1); repeatable; also read from MARK_API_KEY_SHA256 "
+        "(comma-separated)",
     )
     _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)

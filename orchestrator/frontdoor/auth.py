@@ -27,8 +27,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def parse_digests(values: Iterable[str]) -> tuple[str, ...]:
-    """Configured digests, lower-cased.
+HASH_HINT = "printf %s KEY | sha256sum | cut -d' ' -f1"
+
+
+def parse_digests(values: Iterable[str], source: str = "--api-key-sha256") -> tuple[str, ...]:
+    """Configured digests, lower-cased; ``source`` names where they came from in errors.
 
     Raises:
         ValueError: a value is not 64 hex characters (naming its position, never echoing a secret
@@ -40,8 +43,8 @@ def parse_digests(values: Iterable[str]) -> tuple[str, ...]:
             continue
         if not _DIGEST.match(raw):
             raise ValueError(
-                f"API key digest #{i + 1} is not a SHA-256 hex digest (64 characters 0-9a-f); configure "
-                "the hash of each key (printf %s KEY | sha256sum), not the key"
+                f"{source}: API key digest #{i + 1} is not a SHA-256 hex digest (64 characters 0-9a-f); "
+                f"configure the hash of each key ({HASH_HINT}), not the key"
             )
         out.append(raw)
     return tuple(out)
@@ -54,7 +57,7 @@ def digests_from_env() -> tuple[str, ...]:
         ValueError: set but holding no digest (e.g. ",,"): a typo must not turn authentication off.
     """
     raw = os.environ.get(API_KEYS_ENV, "")
-    digests = parse_digests(raw.split(","))
+    digests = parse_digests(raw.split(","), API_KEYS_ENV)
     if raw and not digests:
         raise ValueError(f"{API_KEYS_ENV} is set but holds no digest; unset it or give SHA-256 hex digests")
     return digests

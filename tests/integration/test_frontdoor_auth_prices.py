@@ -80,7 +80,7 @@ def test_tritonclient_with_the_right_key(keyed: StackThread) -> None:
 
 def test_digest_configuration_is_checked_without_echoing_secrets() -> None:
     assert parse_digests([hash_key(KEY).upper(), " "]) == (hash_key(KEY),)
-    with pytest.raises(ValueError, match="digest #1 is not a SHA-256") as e:
+    with pytest.raises(ValueError, match="^--api-key-sha256: API key digest #1 is not a SHA-256") as e:
         parse_digests([KEY])
     assert KEY not in str(e.value)
     assert hash_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # FIPS 180-2 example
@@ -188,6 +188,10 @@ def test_a_key_variable_without_digests_is_an_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MARK_API_KEY_SHA256", ",, ,")
     with pytest.raises(ValueError, match="set but holds no digest"):
         digests_from_env()
+    monkeypatch.setenv("MARK_API_KEY_SHA256", "not-a-hash")
+    with pytest.raises(ValueError, match=r"^MARK_API_KEY_SHA256: .*sha256sum \| cut -d' ' -f1") as e:
+        digests_from_env()
+    assert "not-a-hash" not in str(e.value)
     monkeypatch.setenv("MARK_API_KEY_SHA256", "")
     assert digests_from_env() == ()
 
