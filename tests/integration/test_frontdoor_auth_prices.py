@@ -108,7 +108,9 @@ def test_dispatch_prefers_the_cheaper_worker_at_catalog_prices(digits_repo: Mode
     """Two idle workers that both meet the deadline: the cheaper type takes the work. The dearer one
     is launched first, so it has the lower id that breaks ties when prices are missing (all zero)."""
     catalog = load_catalog()
-    cheap, dear = "c5.large", "c5.4xlarge"
+    # 36x the price: more than the dispatcher's largest slowdown factor (20x, on the cheap worker; the
+    # dear one is never dispatched to, so its factor stays 1), so a noisy machine cannot flip the choice
+    cheap, dear = "c5.large", "p3.2xlarge"
     assert catalog.price_usd_per_hour(cheap, "on-demand") < catalog.price_usd_per_hour(dear, "on-demand")
     s = StackThread(
         StackConfig(
