@@ -109,7 +109,9 @@ def load_controller_forecaster(
 
     Factors fit on the training trace's validation days are right for that trace only; on a burstier
     service (NASA x100) the static p90 covered 72-80 % of peaks, the online one 90 % (profiles/forecaster/
-    EVAL.md). Call its ``forecast`` once a minute, in order: it scores its own past forecasts."""
+    EVAL.md). Call its ``forecast`` once a minute, in order: it scores its own past forecasts. Its state is
+    the immutable ``.state`` (:class:`~predictor.online.CalibrationState`, JSON round trip); a pure
+    controller step calls :func:`~predictor.online.calibrated_forecast` on ``.inner`` with a state instead."""
     return OnlineCalibrated(load_lstm(model_dir, threads), gamma=gamma)
 
 
