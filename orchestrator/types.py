@@ -1,12 +1,15 @@
 """The shared vocabulary (DESIGN.md §6): one definition each, imported by every layer.
 
-``Market`` and ``InstanceState`` are string enums, so they compare equal to their EC2-style values
+``Slo`` is the latency SLO every layer reads. ``Market`` and ``InstanceState`` are string enums,
+so they compare equal to their EC2-style values
 (``Market.SPOT == "spot"``) in catalogs, plans and YAML.
 """
 
 from __future__ import annotations
 
 import enum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Market(enum.StrEnum):
@@ -24,3 +27,23 @@ class InstanceState(enum.StrEnum):
     RUNNING = "running"  # ready: serving requests
     DRAINING = "draining"  # interruption notice or scale-in: finishing its queue, no new work
     TERMINATED = "terminated"
+
+
+class Slo(BaseModel):
+    """The latency SLO: at least ``sl_min`` of requests answered within ``rt_max_ms``.
+
+    ``epsilon_ms`` is kept out of RTmax for the network and the front door's dispatch when the
+    planners size capacity (MArk, SoCC'19 §4: ``W + T(b) + eps <= RTmax``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rt_max_ms: float = Field(200.0, gt=0, le=60_000, description="RTmax: the latency bound (ms)")
+    sl_min: float = Field(0.98, gt=0, lt=1, description="SLmin: the share of requests within RTmax, e.g. 0.98")
+    epsilon_ms: float = Field(5.0, ge=0, description="network and dispatch margin kept out of RTmax (ms)")
+
+    @model_validator(mode="after")
+    def _margin_fits(self) -> Slo:
+        if self.epsilon_ms >= self.rt_max_ms:
+            raise ValueError(f"epsilon_ms ({self.epsilon_ms:g}) must be below rt_max_ms ({self.rt_max_ms:g})")
+        return self

@@ -1,14 +1,14 @@
-"""``mark``: the command line. Subcommands: zoo, profile, worker, run, plan."""
+"""``mark``: the command line. Subcommands: zoo, profile, worker, run, config, plan, forecast."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from inference.errors import InferenceError
 from orchestrator.cli.args import fraction, non_negative_ms, positive_ms
+from orchestrator.cli.config import add_config_parser, add_run_config_flags
 
 DEFAULT_MODEL = "mobilenet_v2"  # `mark run`: a real ImageNet model, built on first use
 # sklearn's digits image 0 (a handwritten "0"), so the printed curl command returns a real answer.
@@ -134,64 +134,23 @@ def _ensure_model(repo, name: str) -> None:  # type: ignore[no-untyped-def]
     imagenet.build(repo, only=[name])
 
 
-def _stack_config(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
-    from orchestrator.runtime.local_stack import StackConfig
-    from orchestrator.runtime.session import stack_types
-    from orchestrator.types import Market
-
-    types = stack_types(catalog, [args.type], args.instance_threads)
-    return StackConfig(
-        models=(args.model,),
-        repository=str(repo.root),
-        host=args.host,
-        port=args.port,
-        instance_type=args.type,
-        initial_instances=args.instances,
-        market=Market(args.market),
-        time_factor=args.time_factor,
-        rt_max_ms=args.rt_max_ms,
-        threads=types[0].threads,
-        max_batch=args.max_batch,
-        batch_timeout_ms=args.batch_timeout_ms,
-        queue_bound=args.max_queue,
-        types=types,
-    )
-
-
-def _local_lambda(args: argparse.Namespace, repo, catalog):  # type: ignore[no-untyped-def]
-    if args.no_lambda:
-        return None
-    from orchestrator.cloud.local.lambda_pool import LocalLambda, LocalLambdaConfig
-
-    return LocalLambda(
-        LocalLambdaConfig(
-            models=[args.model],
-            repository=str(repo.root),
-            memory_mb=args.lambda_memory_mb,
-            concurrency_limit=args.lambda_concurrency,
-            time_factor=args.time_factor,
-            max_batch_size=args.max_batch,
-        )
-    )
-
-
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _api_keys(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """API keys for the front door from --api-key-sha256 and MARK_API_KEY_SHA256; warn loudly when
-    the front door listens beyond loopback without any."""
+def _api_keys(host: str, flag_digests: list[str] | None, configured: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """API keys for the front door from --api-key-sha256, MARK_API_KEY_SHA256 and the config's
+    frontdoor.api_key_sha256; warn loudly when the front door listens beyond loopback without any."""
     from orchestrator.frontdoor.auth import API_KEYS_ENV, HASH_HINT, ApiKeys, digests_from_env, parse_digests
 
-    digests = parse_digests(args.api_key_sha256 or []) + digests_from_env()
+    digests = parse_digests(flag_digests or []) + digests_from_env() + tuple(configured or ())
     if digests:
         print(f"[run] API keys required on every route but health ({len(digests)} configured)", file=sys.stderr)
         return ApiKeys(digests)
-    if args.host not in LOOPBACK:
+    if host not in LOOPBACK:
         print(
-            f"\n[run] WARNING: the front door listens on {args.host} and accepts ANY caller: no API key is "
-            f"configured. Set --api-key-sha256 HASH or {API_KEYS_ENV} (the SHA-256 of each key: "
-            f"{HASH_HINT}).\n",
+            f"\n[run] WARNING: the front door listens on {host} and accepts ANY caller: no API key is "
+            f"configured. Set --api-key-sha256 HASH, frontdoor.api_key_sha256 or {API_KEYS_ENV} (the SHA-256 "
+            f"of each key: {HASH_HINT}).\n",
             file=sys.stderr,
         )
     return None
@@ -201,21 +160,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The local default: front door + local cloud + local Lambda, under a replayed workload."""
     import asyncio
 
+    from orchestrator.cli.config import deployment_from_args
+    from orchestrator.cloud import registry
     from orchestrator.economics.catalog import load_catalog
+    from orchestrator.runtime.local_stack import stack_config
     from orchestrator.workload.loadgen import builtin_shape, trace_rates
 
+    deployment = deployment_from_args(args)  # ConfigError (a ValueError) names each bad field and flag
     repo = _repo(args)
     catalog = load_catalog()
-    _ensure_model(repo, args.model)
-    config = _stack_config(args, repo, catalog)
-    function = _local_lambda(args, repo, catalog)
+    config = stack_config(deployment, catalog, str(repo.root))
+    for model in deployment.models:
+        _ensure_model(repo, model)
+    function = registry.backend(deployment.backend.name).open_function(deployment, str(repo.root))
     try:
-        api_keys = _api_keys(args)
+        api_keys = _api_keys(config.host, args.api_key_sha256, deployment.frontdoor.api_key_sha256)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.serve:
-        return _serve(config, function, args, catalog, api_keys)
+        return _serve(config, function, catalog, api_keys)
     if args.trace:
         rates = trace_rates(args.trace, scale=args.scale, limit_seconds=args.seconds)
     else:
@@ -230,10 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runtime.session import RunReport, run_workload
 
     print(
-        f"[run] {args.model} on a static fleet of {args.instances} x {args.type} (no controller yet) + local "
-        f"Lambda; {len(rates)} virtual seconds "
-        f"at time factor {args.time_factor:g} (~{len(rates) * args.time_factor:.0f} s); SLO {args.rt_max_ms:g} ms "
-        f"for {args.sl_min:.0%}; front door http://{args.host}:{args.port}",
+        f"[run] {config.models[0]} on a static fleet of {config.initial_instances} x {config.instance_type} "
+        f"(no controller yet){' + local Lambda' if function is not None else ', no Lambda'}; {len(rates)} virtual "
+        f"seconds at time factor {config.time_factor:g} (~{len(rates) * config.time_factor:.0f} s); SLO "
+        f"{config.rt_max_ms:g} ms for {deployment.slo.sl_min:.0%}; front door http://{config.host}:{config.port}",
         file=sys.stderr,
     )
 
@@ -248,8 +212,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             rates,
             catalog,
             function=function,
-            sl_min=args.sl_min,
-            lambda_prewarm=args.lambda_prewarm,
+            sl_min=deployment.slo.sl_min,
+            lambda_prewarm=deployment.lambda_.prewarm,
             api_keys=api_keys,
         )
 
@@ -262,7 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(config, function, args: argparse.Namespace, catalog, api_keys) -> int:  # type: ignore[no-untyped-def]
+def _serve(config, function, catalog, api_keys) -> int:  # type: ignore[no-untyped-def]
     import asyncio
     import signal
 
@@ -276,15 +240,16 @@ def _serve(config, function, args: argparse.Namespace, catalog, api_keys) -> int
         async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
             await stack.wait_running(config.initial_instances, timeout_s=120)
             base = f"http://{config.host}:{stack.port}"
-            example = DIGIT_ZERO if args.model.startswith("digits") else "..."
+            model = config.models[0]
+            example = DIGIT_ZERO if model.startswith("digits") else "..."
             auth = ' -H "Authorization: Bearer $KEY"' if api_keys is not None else ""  # the key itself is never printed
             print(
-                f"\nserving {args.model} through the front door on {base} "
+                f"\nserving {model} through the front door on {base} "
                 f"({config.initial_instances} x {config.instance_type}"
                 f"{' + local Lambda' if function is not None else ''})\n"
                 f"  health:   curl {base}/v2/health/ready\n"
-                f"  metadata: curl{auth} {base}/v2/models/{args.model}\n"
-                f"  infer:    curl{auth} -s -X POST {base}/v2/models/{args.model}/infer -d "
+                f"  metadata: curl{auth} {base}/v2/models/{model}\n"
+                f"  infer:    curl{auth} -s -X POST {base}/v2/models/{model}/infer -d "
                 f'\'{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,64],"data":{example}}}]}}\'\n'
                 f"  metrics:  curl{auth} {base}/metrics\n"
                 "Ctrl-C stops everything (accepted requests are finished first).\n",
@@ -413,37 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_flags(w, 8000)
     w.set_defaults(func=cmd_worker)
 
-    r = sub.add_parser("run", help="the local stack: front door, local cloud, local Lambda, a replayed workload")
-    r.add_argument("--model", default=DEFAULT_MODEL)
+    r = sub.add_parser(
+        "run",
+        help="the local stack: front door, local cloud, local Lambda, a replayed workload",
+        description="Flags override the --config file; `mark config show [flags]` prints the result.",
+    )
+    add_run_config_flags(r)
     r.add_argument("--serve", action="store_true", help="just serve until Ctrl-C (no workload)")
     r.add_argument("--trace", default=None, help="per-second counts file or per-minute CSV (default: built-in shape)")
     r.add_argument("--scale", type=float, default=1.0, help="multiply the workload's rates")
     r.add_argument(
         "--shape", default="20,60,130", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
     )
-    r.add_argument(
-        "--instance-threads",
-        type=int,
-        default=max(1, (os.cpu_count() or 2) // 2),
-        help="at most this many onnxruntime threads per local instance (a type gets one per physical core, "
-        "vCPU / 2; default cap: half this machine's cores, leaving room for the local Lambda and the front door)",
-    )
     r.add_argument("--seconds", type=int, default=600, help="virtual seconds of workload")
-    r.add_argument("--time-factor", type=float, default=0.1, help="real seconds per virtual second")
-    r.add_argument("--type", default="c5.large", help="instance type (profiles/catalog.yaml)")
-    r.add_argument("--market", default="on-demand", choices=["on-demand", "spot"])
-    r.add_argument("--instances", type=int, default=1, help="initial fleet")
-    r.add_argument("--sl-min", type=float, default=0.98)
-    r.add_argument("--no-lambda", action="store_true")
-    r.add_argument("--lambda-concurrency", type=int, default=2)
-    r.add_argument("--lambda-memory-mb", type=int, default=2048)
-    r.add_argument(
-        "--lambda-prewarm",
-        type=int,
-        default=2,
-        help="Lambda environments warmed before the workload starts (a static stand-in for the planner's "
-        "pre-warm decision)",
-    )
     r.add_argument(
         "--api-key-sha256",
         action="append",
@@ -452,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(printf %%s KEY | sha256sum | cut -d' ' -f1); repeatable; also read from MARK_API_KEY_SHA256 "
         "(comma-separated)",
     )
-    _add_worker_flags(r, 8080)
     r.set_defaults(func=cmd_run)
+    add_config_parser(sub)
 
     plan = sub.add_parser("plan", help="planning figures from the catalog and latency profiles").add_subparsers(
         dest="plan_command", required=True

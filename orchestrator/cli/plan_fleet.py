@@ -14,16 +14,13 @@ from orchestrator.cli.args import fraction, positive_ms
 from orchestrator.economics.lambda_price import usd_per_invocation
 from orchestrator.policy.planning import (
     ON_DEMAND,
+    PLANNERS,
     SPOT,
     FleetInstance,
     LambdaOption,
     Plan,
     PlanInput,
-    mark_greedy,
-    milp,
 )
-
-PLANNERS = {"milp": milp, "mark_greedy": mark_greedy}
 
 
 def _demand(text: str) -> tuple[float, ...]:

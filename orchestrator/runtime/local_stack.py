@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from inference.repository import ModelRepository
+from orchestrator.cloud import registry
 from orchestrator.cloud.base import FunctionBackend, Instance
 from orchestrator.cloud.local.instances import InstanceTypeSpec, LocalCloud, LocalCloudConfig
+from orchestrator.cloud.registry import BackendUnavailable
+from orchestrator.config import DeploymentConfig
+from orchestrator.config import LocalBackend as LocalBackendConfig
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.frontdoor.app import FrontDoor
 from orchestrator.frontdoor.auth import ApiKeys
@@ -41,6 +45,39 @@ class StackConfig:
     # number, so the front door answers 503 only where the workers would.
     queue_bound: int = 256
     types: tuple[InstanceTypeSpec, ...] = field(default_factory=tuple)
+    max_instances: int | None = None  # None: what this machine can hold
+
+
+def stack_config(deployment: DeploymentConfig, catalog: Catalog, repository: str) -> StackConfig:
+    """The local stack a deployment config describes (its backend must be ``local``).
+
+    Raises:
+        BackendUnavailable: the config names another backend.
+        UnknownInstanceTypeError: an allowed type is not in the catalog.
+    """
+    local = registry.backend(deployment.backend.name)
+    if not isinstance(deployment.backend, LocalBackendConfig):
+        raise BackendUnavailable(
+            f"backend.name {deployment.backend.name!r}: this command runs the local stack; use backend.name: local"
+        )
+    types = local.instance_types(deployment, catalog)
+    return StackConfig(
+        models=tuple(deployment.models),
+        repository=repository,
+        host=deployment.frontdoor.host,
+        port=deployment.frontdoor.port,
+        instance_type=deployment.fleet.initial,
+        initial_instances=deployment.fleet.initial_instances,
+        market=deployment.fleet.initial_market,
+        time_factor=deployment.backend.time_factor,
+        rt_max_ms=deployment.slo.rt_max_ms,
+        threads=types[0].threads,
+        max_batch=deployment.batching.max_batch_size,
+        batch_timeout_ms=deployment.batching.batch_timeout_ms,
+        queue_bound=deployment.batching.max_queue,
+        types=types,
+        max_instances=deployment.fleet.max_instances,
+    )
 
 
 class _Server(uvicorn.Server):
@@ -83,6 +120,7 @@ class LocalStack:
                 batch_timeout_ms=config.batch_timeout_ms,
                 rt_max_ms=config.rt_max_ms,
                 max_queue=config.queue_bound,
+                max_instances=config.max_instances,
             )
         )
         self.function = function

@@ -1,8 +1,7 @@
 """``mark run``: the whole local stack under a replayed workload, with live progress and a report.
 
-Until the proactive controller exists (issue 4+), the fleet is static plus one launch when the
-workload's burst begins: the burst must then go to Lambda while that instance boots, which the
-report shows (Lambda share during the burst).
+Until the proactive controller exists (issue 13), the fleet is static: the report shows what the
+workload's burst does to it (Lambda share and SLO attainment during the burst).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import numpy as np
 from inference.codec import encode_request
 from inference.repository import ModelRepository
 from orchestrator.cloud.base import FunctionBackend
-from orchestrator.cloud.local.instances import InstanceTypeSpec, local_threads
 from orchestrator.economics.catalog import Catalog
 from orchestrator.economics.ledger import CostLedger, CostSnapshot
 from orchestrator.frontdoor.auth import ApiKeys, hash_key
@@ -262,10 +260,3 @@ def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger,
         print(line, end="", file=sys.stderr, flush=True)
     else:
         print(line.lstrip("\r"), file=sys.stderr, flush=True)
-
-
-def stack_types(catalog: Catalog, names: list[str], max_threads: int | None = None) -> tuple[InstanceTypeSpec, ...]:
-    return tuple(
-        InstanceTypeSpec(n, local_threads(catalog.instance(n).vcpu, max_threads), catalog.boot_seconds(n))
-        for n in names
-    )

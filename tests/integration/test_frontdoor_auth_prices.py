@@ -152,17 +152,16 @@ def test_a_type_missing_from_the_catalog_fails_at_start(digits_repo: ModelReposi
 def test_mark_run_warns_loudly_without_keys_beyond_loopback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
 
     from orchestrator.cli.main import _api_keys
 
     monkeypatch.delenv("MARK_API_KEY_SHA256", raising=False)
-    assert _api_keys(argparse.Namespace(host="127.0.0.1", api_key_sha256=None)) is None
+    assert _api_keys("127.0.0.1", None) is None
     assert "WARNING" not in capsys.readouterr().err
-    assert _api_keys(argparse.Namespace(host="0.0.0.0", api_key_sha256=None)) is None
+    assert _api_keys("0.0.0.0", None) is None
     assert "WARNING: the front door listens on 0.0.0.0 and accepts ANY caller" in capsys.readouterr().err
     monkeypatch.setenv("MARK_API_KEY_SHA256", hash_key(KEY))
-    keys = _api_keys(argparse.Namespace(host="0.0.0.0", api_key_sha256=[hash_key("x")]))
+    keys = _api_keys("0.0.0.0", [hash_key("x")])
     assert keys is not None and set(keys.digests) == {hash_key(KEY), hash_key("x")}
     err = capsys.readouterr().err
     assert "WARNING" not in err and KEY not in err and hash_key(KEY) not in err

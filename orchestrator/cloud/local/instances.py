@@ -62,7 +62,7 @@ class LocalCloudConfig:
     repository: str
     types: tuple[InstanceTypeSpec, ...]
     time_factor: float = 1.0
-    max_instances: int | None = None  # default: what this machine's memory and cores can hold
+    max_instances: int | None = None  # fleet.max_instances; at most what this machine's memory and cores hold
     max_batch_size: int = 8
     batch_timeout_ms: float = 5.0
     rt_max_ms: float = 200.0
@@ -101,7 +101,8 @@ class LocalCloud(Cloud):
     def __init__(self, config: LocalCloudConfig, clock: ScaledClock | None = None) -> None:
         self.config = config
         self.clock = clock or ScaledClock(config.time_factor)
-        self.cap = config.max_instances or machine_instance_cap()
+        # the deployment's bound, and never more than this machine can hold
+        self.cap = min(config.max_instances or machine_instance_cap(), machine_instance_cap())
         self._instances: dict[str, _Local] = {}
         self._ids = itertools.count(1)
         self._notices: dict[str, InterruptionNotice] = {}
@@ -121,8 +122,8 @@ class LocalCloud(Cloud):
             raise ValueError(f"count must be >= 1, got {count}")
         if len(self._alive()) + count > self.cap:
             raise CapacityError(
-                f"the local cloud can hold {self.cap} instances on this machine "
-                f"({len(self._alive())} alive, {count} more asked); set max_instances or use fewer"
+                f"the local cloud holds at most {self.cap} instances (fleet.max_instances, and what this machine "
+                f"can hold: {machine_instance_cap()}); {len(self._alive())} alive, {count} more asked"
             )
         if self._watch is None:
             self._watch = asyncio.get_running_loop().create_task(self._watch_loop(), name="local-cloud-watch")

@@ -22,7 +22,11 @@ from orchestrator.policy.planning.problem import (
     evaluate,
 )
 
+# The fleet planners by the name a deployment config or `mark plan fleet --planner` gives.
+PLANNERS = {"milp": milp, "mark_greedy": mark_greedy}
+
 __all__ = [
+    "PLANNERS",
     "ON_DEMAND",
     "SPOT",
     "UNSERVED_USD_PER_REQUEST",
