@@ -5,7 +5,10 @@
 - ``orchestrator.policy`` is pure: it imports only the standard library's pure parts, numpy/scipy/
   highspy, ``orchestrator.types`` and other policy modules — no mechanism (cloud, frontdoor,
   runtime, cli, economics, …), no I/O, clock or process modules;
-- ``predictor``'s run time never imports torch (only training does).
+- ``predictor``'s run time never imports torch (only training does);
+- inside ``orchestrator``, the layers of DESIGN.md §6: ``cli`` > ``runtime`` > {``controller``, ``sim``,
+  ``frontdoor``, ``cloud``, ``workload``} > ``config`` > ``economics`` > ``policy`` > {``types``,
+  ``clock``}: a module imports only its own layer and those below.
 
 Each rule is also run on a made-up violation, so the test is shown to fail when a rule is broken.
 """
@@ -44,6 +47,30 @@ POLICY_MAY_IMPORT_FROM_ORCHESTRATOR = ("orchestrator.policy", "orchestrator.type
 TRAINING_ONLY = {"predictor/train.py", "predictor/lstm.py"}  # training and export: torch allowed
 
 
+# DESIGN.md §6: each top-level part of orchestrator/ and its layer (higher may import lower, not back).
+LAYER = {
+    "__init__": 0,
+    "types": 0,
+    "clock": 0,
+    "policy": 1,
+    "economics": 2,
+    "config": 3,
+    "controller": 4,
+    "sim": 4,
+    "frontdoor": 4,
+    "cloud": 4,
+    "workload": 4,
+    "runtime": 5,
+    "cli": 6,
+    "__main__": 7,
+}
+
+
+def layer_of(path: str) -> int:
+    """The layer of a file under orchestrator/ (KeyError for a top-level part with no layer: add it)."""
+    return LAYER[path.split("/")[1].removesuffix(".py")]
+
+
 def imports(source: str) -> Iterator[str]:
     """Every module an import statement names (``from a.b import c`` gives ``a.b``; relative: ``.``)."""
     for node in ast.walk(ast.parse(source)):
@@ -68,6 +95,13 @@ def violations(files: Iterable[tuple[str, str]], rule: str) -> list[str]:
             ):
                 out.append(f"{path} imports {module}")
             elif rule == "no-torch" and top == "torch":
+                out.append(f"{path} imports {module}")
+            elif (
+                rule == "layers"
+                and top == "orchestrator"
+                and "." in module
+                and LAYER[module.split(".")[1]] > layer_of(path)
+            ):
                 out.append(f"{path} imports {module}")
     return out
 
@@ -94,6 +128,12 @@ def test_policies_are_pure() -> None:
     assert violations(files, "pure-policy") == []
 
 
+def test_orchestrator_layers_only_import_downwards() -> None:
+    files = sources("orchestrator")
+    assert {p.split("/")[1].removesuffix(".py") for p, _ in files} <= set(LAYER)  # every part has a layer
+    assert violations(files, "layers") == []
+
+
 def test_the_forecaster_run_time_never_imports_torch() -> None:
     files = sources("predictor", skip=TRAINING_ONLY)
     assert violations(files, "no-torch") == []
@@ -110,10 +150,14 @@ def test_the_forecaster_run_time_never_imports_torch() -> None:
         ("pure-policy", "import time\n", "time"),
         ("pure-policy", "from orchestrator.frontdoor import dispatcher\n", "orchestrator.frontdoor"),
         ("no-torch", "import torch.nn as nn\n", "torch.nn"),
+        ("layers", "from orchestrator.frontdoor.dispatcher import Dispatcher\n", "orchestrator.frontdoor.dispatcher"),
+        ("layers", "def f():\n    import orchestrator.runtime.session\n", "orchestrator.runtime.session"),
+        ("layers", "from orchestrator.config import DeploymentConfig\n", "orchestrator.config"),
     ],
 )
 def test_each_rule_fails_on_a_violation(rule: str, source: str, culprit: str) -> None:
-    assert violations([("made_up.py", source)], rule) == [f"made_up.py imports {culprit}"]
+    path = "orchestrator/economics/made_up.py" if rule == "layers" else "made_up.py"
+    assert violations([(path, source)], rule) == [f"{path} imports {culprit}"]
 
 
 def test_client_side_imagenet_preprocessing_never_loads_torch() -> None:
