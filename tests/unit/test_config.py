@@ -113,7 +113,8 @@ def test_the_example_is_every_default_and_loads_back_in_each_format(tmp_path: Pa
             [
                 (
                     "frontdoor.api_key_sha256",
-                    "1 value(s) are not 64 hex digits; give the SHA-256 of each key, not the key (printf %s KEY | sha256sum | cut -d' ' -f1)",
+                    "1 value(s) are not 64 hex digits; give the SHA-256 of each key, not the key "
+                    "(printf %s KEY | sha256sum | cut -d' ' -f1)",
                 )
             ],
         ),

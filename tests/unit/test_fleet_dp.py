@@ -13,15 +13,12 @@ from hypothesis import strategies as st
 from orchestrator.policy.planning import (
     ON_DEMAND,
     SPOT,
-    FleetInstance,
-    LambdaOption,
-    PlanInput,
-    PoolOption,
     fleet_dp,
     mark_greedy,
     milp,
 )
 from orchestrator.policy.planning.fleet_dp import DPPool
+from tests import fakes
 
 
 def plan_cost(
@@ -101,11 +98,11 @@ def test_program_is_exact_over_its_candidate_grid(prog: tuple) -> None:  # type:
 def test_small_cpus_beat_a_fraction_of_a_gpu() -> None:
     # 200-400 req/s: the LP takes a fifth of a GPU, but a whole GPU ($0.21/h) costs more than the
     # 2-4 small CPU instances ($0.034/h each) that whole numbers need; the LP barely uses the CPUs.
-    gpu = PoolOption("g4dn.xlarge", SPOT, 0.2104, 120.0, 1794.8)
-    cpu = PoolOption("c5.large", SPOT, 0.034, 60.0, 115.5)
-    cpu_od = PoolOption("c5.large", ON_DEMAND, 0.085, 60.0, 115.5)
+    gpu = fakes.pool("g4dn.xlarge", SPOT, 1794.8)  # catalog: 0.2104 $/h spot, 120 s boot
+    cpu = fakes.pool("c5.large", SPOT, 115.5)  # 0.034 $/h spot, 60 s boot
+    cpu_od = fakes.pool("c5.large", ON_DEMAND, 115.5)
     demand = tuple(300 + 90 * math.sin(t / 3) for t in range(15))
-    inp = PlanInput(demand, 60.0, (gpu, cpu, cpu_od), (), LambdaOption(1.2e-6, 1000, 40.0), spot_cover=0.0)
+    inp = fakes.plan_input(demand, pools=(gpu, cpu, cpu_od), spot_cover=0.0)
     plan, best = milp(inp), milp(inp, exact=True)
     assert all(ty == "c5.large" for step in plan.serving_per_step[1:] for ty, _, _ in step), plan.serving_per_step
     assert plan.cost.total_usd <= best.cost.total_usd * 1.001
@@ -122,9 +119,16 @@ def test_grid_stays_bounded_when_the_fleet_spans_every_pool() -> None:
 
 
 def test_milp_plans_a_fleet_spread_over_twenty_pools() -> None:
-    pools = tuple(PoolOption(f"t{j}", ON_DEMAND, 0.1 + 0.01 * j, 60.0, 100.0 + 5 * j) for j in range(20))
-    fleet = tuple(FleetInstance(f"i-{j}", p.instance_type, p.market) for j, p in enumerate(pools))
-    inp = PlanInput((900.0,) * 10, 60.0, pools, fleet, LambdaOption(1.2e-6, 10, 40.0), spot_cover=0.0)
+    pools = tuple(
+        fakes.pool(f"t{j}", ON_DEMAND, 100.0 + 5 * j, usd_per_hour=0.1 + 0.01 * j, boot_seconds=60.0) for j in range(20)
+    )
+    inp = fakes.plan_input(
+        (900.0,) * 10,
+        pools=pools,
+        fleet=fakes.fleet(*pools),
+        lambda_fn=fakes.lambda_option(concurrency_limit=10),
+        spot_cover=0.0,
+    )
     plan = milp(inp)
     assert max(plan.unserved_rps) == 0.0
     assert plan.cost.total_usd <= mark_greedy(inp).cost.total_usd + 1e-12

@@ -20,21 +20,21 @@ from orchestrator.policy.planning import (
     milp,
     oracle,
 )
+from tests import fakes
 
-C5 = PoolOption("c5.large", ON_DEMAND, 0.085, 60.0, 100.0)
-C5_SPOT = PoolOption("c5.large", SPOT, 0.034, 60.0, 100.0)
-M5 = PoolOption("m5.large", ON_DEMAND, 0.096, 60.0, 100.0)  # same capacity, dearer: never the cheapest
-C5X = PoolOption("c5.xlarge", ON_DEMAND, 0.17, 60.0, 200.0)
+# Catalog prices (us-east-1): c5.large 0.085 $/h on-demand, 0.034 spot; m5.large 0.096; c5.xlarge 0.17.
+C5 = fakes.pool("c5.large", ON_DEMAND, 100.0)
+C5_SPOT = fakes.pool("c5.large", SPOT, 100.0)
+M5 = fakes.pool("m5.large", ON_DEMAND, 100.0)  # same capacity, dearer: never the cheapest
+C5X = fakes.pool("c5.xlarge", ON_DEMAND, 200.0)
 # Lambda at 2 GB and ~30 ms per request: 0.2 $/1M requests + 2 GB x 0.03 s x 16.67 $/1M GB-s.
-LAMBDA = LambdaOption(usd_per_request=0.2e-6 + 2 * 0.03 * 16.6667e-6, concurrency_limit=1000, latency_ms=40.0)
+LAMBDA = fakes.lambda_option(usd_per_request=0.2e-6 + 2 * 0.03 * 16.6667e-6)
 
 
 def plan_input(demand: list[float], step_s: float = 60.0, **kw: object) -> PlanInput:
-    base: dict[str, object] = dict(
-        pools=(C5, M5, C5X), fleet=(FleetInstance("i-1", "c5.large", ON_DEMAND),), lambda_fn=LAMBDA
-    )
+    base: dict[str, object] = dict(pools=(C5, M5, C5X), fleet=fakes.fleet(C5), lambda_fn=LAMBDA)
     base.update(kw)
-    return PlanInput(tuple(demand), step_s, **base)  # type: ignore[arg-type]
+    return fakes.plan_input(demand, step_s, **base)  # type: ignore[arg-type]
 
 
 def launched(plan: Plan) -> dict[tuple[str, str], int]:

@@ -10,7 +10,8 @@ import pytest
 from orchestrator.economics.capacity import capacity_report, request_cpu_ms, with_request_cpu
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.policy.batching import ServiceProfile, plan_batching
-from orchestrator.policy.planning import ON_DEMAND, SPOT, LambdaOption, Plan, PlanInput, PoolOption, milp
+from orchestrator.policy.planning import ON_DEMAND, SPOT, Plan, PoolOption, milp
+from tests import fakes
 
 # A CPU slot: 10 ms a request, batching does not pay (T(b) = b x T(1)).
 CPU = ServiceProfile(((1, 10.0, 12.0), (2, 20.0, 24.0), (4, 40.0, 48.0)), slots=1)
@@ -18,7 +19,7 @@ CPU = ServiceProfile(((1, 10.0, 12.0), (2, 20.0, 24.0), (4, 40.0, 48.0)), slots=
 GPU_BATCHED = ServiceProfile(tuple((b, 20 + 0.5 * b, (20 + 0.5 * b) * 1.1) for b in (1, 2, 4, 8, 16, 32, 64)), 1)
 GPU_UNBATCHED = ServiceProfile(((1, 20.5, 22.55),), slots=1)  # the same GPU with max batch 1
 CPU_PRICE, GPU_PRICE = 0.085, 0.526  # c5.large, g4dn.xlarge on-demand
-SMALL_LAMBDA = LambdaOption(usd_per_request=1.2e-6, concurrency_limit=2, latency_ms=40.0)  # 50 req/s at most
+SMALL_LAMBDA = fakes.lambda_option(concurrency_limit=2)  # 40 ms a request: 50 req/s at most
 
 
 def pools(gpu: ServiceProfile, rt_max_ms: float) -> tuple[PoolOption, PoolOption]:
@@ -26,8 +27,8 @@ def pools(gpu: ServiceProfile, rt_max_ms: float) -> tuple[PoolOption, PoolOption
     gpu_plan = plan_batching(gpu, rt_max_ms=rt_max_ms, sl_min=0.98, usd_per_hour=GPU_PRICE)
     assert cpu_plan.best is not None and gpu_plan.best is not None
     return (
-        PoolOption("c5.large", ON_DEMAND, CPU_PRICE, 60.0, cpu_plan.best.capacity_rps),
-        PoolOption("g4dn.xlarge", ON_DEMAND, GPU_PRICE, 120.0, gpu_plan.best.capacity_rps),
+        fakes.pool("c5.large", ON_DEMAND, cpu_plan.best.capacity_rps),
+        fakes.pool("g4dn.xlarge", ON_DEMAND, gpu_plan.best.capacity_rps),
     )
 
 
@@ -41,7 +42,7 @@ def steady_fleet(plan: Plan) -> dict[str, int]:
 
 
 def sustained(ps: tuple[PoolOption, ...], rps: float, steps: int = 15) -> Plan:
-    return milp(PlanInput((rps,) * steps, 60.0, ps, (), SMALL_LAMBDA, spot_cover=0.0))
+    return milp(fakes.plan_input((rps,) * steps, pools=ps, lambda_fn=SMALL_LAMBDA, spot_cover=0.0))
 
 
 def test_gpu_wins_only_where_batching_makes_it_cheaper_per_request() -> None:
@@ -81,10 +82,10 @@ def test_pools_from_the_committed_profiles_and_the_load_decides_cpu_or_gpu(catal
     assert len(catalog.known_types()) >= 12
     od = tuple(p for p in ps if p.market == ON_DEMAND)
     # 100 req/s: one small CPU instance; a GPU (the cheapest per request at full load) would idle.
-    low = milp(PlanInput((100.0,) * 15, 60.0, od, (), SMALL_LAMBDA, spot_cover=0.0))
+    low = milp(fakes.plan_input((100.0,) * 15, pools=od, lambda_fn=SMALL_LAMBDA, spot_cover=0.0))
     assert [n for _, _, n in low.launches] == [1] and low.launches[0][0] in {"c5.large", "c6i.large"}
     # 5,000 req/s: GPUs carry it.
-    high = milp(PlanInput((5000.0,) * 15, 60.0, od, (), SMALL_LAMBDA, spot_cover=0.0))
+    high = milp(fakes.plan_input((5000.0,) * 15, pools=od, lambda_fn=SMALL_LAMBDA, spot_cover=0.0))
     gpu_types = {t for t in catalog.known_types() if catalog.instance(t).gpu is not None}
     cap = {p.instance_type: p.capacity_rps for p in od}
     assert sum(n * cap[t] for t, n in steady_fleet(high).items() if t in gpu_types) >= 0.8 * 5000
