@@ -25,7 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from predictor.features import HISTORY_MINUTES, History, build_features, rows_of  # noqa: E402
 from predictor.online import OnlineCalibrated  # noqa: E402
-from predictor.runtime import load_forecasters  # noqa: E402
+from predictor.runtime import (
+    OnnxForecaster,  # noqa: E402
+    load_forecasters,  # noqa: E402
+)
 
 TWITTER = ROOT.parent / "shared" / "traces" / "twitter-2021-08" / "workload.txt"
 
@@ -67,6 +70,7 @@ def main() -> int:
     rows: list[tuple[str, Callable[[], object]]] = [
         (f"{fc.name}: forecast(history) -> [15, 3]", partial(fc.forecast, hist)) for fc in forecasters
     ]
+    assert isinstance(lstm, OnnxForecaster), lstm  # the LSTM comes first
     online = OnlineCalibrated(lstm)
     rows.append(("LSTM with online calibration: forecast(history)", lambda: online.forecast(hist)))
     f = build_features(rows_of(hist))

@@ -99,8 +99,8 @@ def run(name: str, ps: tuple[PoolOption, ...], n_cases: int, n_exact: int) -> bo
     verdict = "met" if p99_m <= 50 else "MISSED"
     print(f"  milp / mark_greedy p99 ratio: {p99_m / p99_g:.1f}x   target milp p99 <= 50 ms: {verdict}")
     print(f"  milp plan strictly cheaper than mark_greedy's in {cheaper}/{len(cases)} cases")
-    q = np.percentile(ratios, [10, 50, 90])
-    print(f"  plan cost milp / mark_greedy (same cost model): p10 {q[0]:.2f}  median {q[1]:.2f}  p90 {q[2]:.2f}")
+    pct = np.percentile(ratios, [10, 50, 90])
+    print(f"  plan cost milp / mark_greedy (same cost model): p10 {pct[0]:.2f}  median {pct[1]:.2f}  p90 {pct[2]:.2f}")
     if gaps:
         g = np.array(gaps) * 100
         print(
