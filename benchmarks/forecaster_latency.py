@@ -25,10 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from predictor.features import HISTORY_MINUTES, History, build_features, rows_of  # noqa: E402
 from predictor.online import OnlineCalibrated  # noqa: E402
-from predictor.runtime import (
-    OnnxForecaster,  # noqa: E402
-    load_forecasters,  # noqa: E402
-)
+from predictor.runtime import OnnxForecaster, load_forecasters  # noqa: E402
 
 TWITTER = ROOT.parent / "shared" / "traces" / "twitter-2021-08" / "workload.txt"
 
