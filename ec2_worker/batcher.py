@@ -4,7 +4,9 @@ Requests queue in arrival order. When an execution slot is free, the batcher tak
 request and waits for more until one of: the batch is full (``max_batch_size`` rows), the head has
 waited ``batch_timeout_ms``, or waiting longer would make the most urgent request in the batch miss
 its deadline given the expected service time. While every slot is busy, requests simply accumulate,
-so a batch that forms behind a busy slot dispatches at once when the slot frees.
+so a batch that forms behind a busy slot dispatches at once when the slot frees. The rule itself is
+the pure ``batch_due`` of ``ec2_worker/discipline.py`` (shared with the batch-queue simulation); this
+module is the mechanism around it: the queue, the slots, the clock, the executor.
 
 Every accepted request is answered: requests whose deadline passed are still run and counted late;
 the only refusal is ``Overloaded`` (503 + Retry-After) at admission, when the queue is at its bound.
@@ -20,11 +22,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from ec2_worker.discipline import DISPATCH_MARGIN_MS, Decision, ServiceTimeEstimate, batch_due
 from inference.errors import Overloaded
 from inference.runtime import OnnxModel
 
@@ -37,7 +40,7 @@ class BatchingConfig:
     batch_timeout_ms: float = 5.0
     max_queue: int = 256  # pending requests (not rows) before admission answers 503
     default_deadline_ms: float = 200.0  # RTmax, used when a request carries no `timeout`
-    dispatch_margin_ms: float = 1.0  # slack kept between predicted completion and deadline
+    dispatch_margin_ms: float = DISPATCH_MARGIN_MS  # slack kept between predicted completion and deadline
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch_size <= 4096:
@@ -93,26 +96,6 @@ class BatchRecord:
 
     def to_json(self) -> dict[str, float | int | str]:
         return asdict(self)
-
-
-@dataclass
-class ServiceTimeEstimate:
-    """EWMA of observed batch service time per row count; unseen sizes scale from the nearest seen."""
-
-    alpha: float = 0.2
-    by_rows: dict[int, float] = field(default_factory=dict)
-
-    def observe(self, rows: int, seconds: float) -> None:
-        prev = self.by_rows.get(rows)
-        self.by_rows[rows] = seconds if prev is None else prev + self.alpha * (seconds - prev)
-
-    def predict(self, rows: int) -> float:
-        if rows in self.by_rows:
-            return self.by_rows[rows]
-        if not self.by_rows:
-            return 0.0
-        nearest = min(self.by_rows, key=lambda r: abs(r - rows))
-        return self.by_rows[nearest] * max(rows, 1) / nearest
 
 
 class DynamicBatcher:
@@ -193,14 +176,22 @@ class DynamicBatcher:
         return p.future
 
     # ---- batching --------------------------------------------------------------------------
-    def _due(self, rows: int, head: _Pending) -> tuple[float, str]:
-        """When the batch that starts at ``head`` must dispatch, and why."""
+    def _decide(self, now: float, slot_free_at: float, batch: list[_Pending], rows: int) -> Decision:
+        """``batch_due`` on the queue as it stands: seconds on the monotonic clock."""
         cfg = self.config
-        timeout_at = head.arrived + cfg.batch_timeout_ms / 1e3
-        n = min(rows, cfg.max_batch_size)
-        urgent = min((p.deadline for p in self._take_preview()), default=math.inf)
-        deadline_at = urgent - self.estimate.predict(max(n, 1)) - cfg.dispatch_margin_ms / 1e3
-        return (timeout_at, "timeout") if timeout_at <= deadline_at else (deadline_at, "deadline")
+        return batch_due(
+            now,
+            slot_free_at=slot_free_at,
+            head_arrival=batch[0].arrived,
+            earliest_deadline=min(p.deadline for p in batch),
+            rows=rows,
+            left_over=len(batch) < len(self._queue),
+            max_batch_size=cfg.max_batch_size,
+            batch_timeout=cfg.batch_timeout_ms / 1e3,
+            dispatch_margin=cfg.dispatch_margin_ms / 1e3,
+            predicted_service=self.estimate.predict(max(min(rows, cfg.max_batch_size), 1)),
+            closing=self._closing,
+        )
 
     def _take_preview(self) -> list[_Pending]:
         """The requests that the next batch would hold if it dispatched now."""
@@ -226,27 +217,17 @@ class DynamicBatcher:
                 await self._arrived.wait()
             await self._slot.acquire()
             slot_free_at = time.monotonic()
-            reason = "closing"
             while True:
-                head = self._queue[0]
                 batch = self._take_preview()
                 rows = sum(p.rows for p in batch)
                 now = time.monotonic()
-                planned, why = self._due(rows, head)
-                # When the batch was due: a loop that wakes late must not make a decision look late.
-                due = max(slot_free_at, min(now, planned))
-                if rows >= self.config.max_batch_size or len(batch) < len(self._queue):
-                    reason = "full"
-                    break
-                if self._closing:
-                    break
-                if now >= planned:
-                    backlog = head.arrived + self.config.batch_timeout_ms / 1e3 < slot_free_at
-                    reason = "backlog" if backlog else why
+                decision = self._decide(now, slot_free_at, batch, rows)
+                if decision.reason is not None:
+                    reason, due = decision.reason, decision.due_at
                     break
                 self._arrived.clear()
                 try:
-                    await asyncio.wait_for(self._arrived.wait(), timeout=planned - now)
+                    await asyncio.wait_for(self._arrived.wait(), timeout=decision.due_at - now)
                 except TimeoutError:
                     pass
             for _ in batch:
@@ -294,7 +275,7 @@ class DynamicBatcher:
             # response handlers, so the next batch starts computing while responses are written.
             self._slot.release()
             released = True
-            self.estimate.observe(rows, compute_s)
+            self.estimate = self.estimate.observe(rows, compute_s)
             done = time.monotonic()
             start = 0
             for p in batch:

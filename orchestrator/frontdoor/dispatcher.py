@@ -10,7 +10,6 @@ never dropped.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +22,10 @@ from orchestrator.economics.latency_profiles import layout_batches
 from orchestrator.frontdoor.slo import SloTracker
 from orchestrator.frontdoor.upstream import Connection, HttpConnectionError, build_request
 from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
+from orchestrator.policy.estimators import Slowdown, observe_slowdown
 from orchestrator.types import InstanceState
 
 log = logging.getLogger("mark.frontdoor")
-
-
-SLOWDOWN_WINDOW = 128  # recent answers per worker behind its slowdown factor
-SLOWDOWN_QUANTILE = 0.9
 
 
 @dataclass(frozen=True)
@@ -99,16 +95,18 @@ class Dispatcher:
             m: profile_line(m, config.threads, config.slots) for m in models
         }
         self.on_lambda: Callable[[Any], None] | None = None  # e.g. the cost ledger, per invocation
-        # Observed / predicted latency per worker: profiles are measured on an idle machine, and a
-        # worker sharing its cores (or a noisy neighbour) is slower and jittery. Predictions are
-        # scaled by a high quantile of the recent ratios, not their mean: the SLO is a quantile, and
-        # a prediction right on average sends half the borderline requests past their deadline.
-        self.slowdown: dict[str, float] = {}
-        self._ratios: dict[str, collections.deque[float]] = {}
+        # Observed / predicted latency per worker (policy/estimators.py): profiles are measured on an
+        # idle machine, and a worker sharing its cores (or a noisy neighbour) is slower and jittery.
+        self.slowdowns: dict[str, Slowdown] = {}
         # Requests waiting here for a Lambda environment (all busy at the concurrency limit): at most
         # `limit` are in Lambda at once, so Lambda never throttles what we chose to send it.
         self.lambda_waiting = 0
         self._lambda_gate = asyncio.Semaphore(function.concurrency_limit()) if function is not None else None
+
+    @property
+    def slowdown(self) -> dict[str, float]:
+        """Each worker's current slowdown factor (1 = as profiled), by instance id; a copy."""
+        return {wid: s.factor for wid, s in self.slowdowns.items()}
 
     def ready_workers(self) -> list[Instance]:
         return [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING and i.endpoint]
@@ -117,7 +115,7 @@ class Dispatcher:
         if model not in self._profiles:
             self._profiles[model] = profile_line(model, self.config.threads, self.config.slots)
         t1, per_row = self._profiles[model]
-        k = self.slowdown.get(inst.id, 1.0)
+        k = self.slowdowns.get(inst.id, _AS_PROFILED).factor
         t1, per_row = t1 * k, per_row * k
         c = self.config
         return WorkerView(
@@ -201,13 +199,10 @@ class Dispatcher:
         return answer
 
     def _observe(self, worker_id: str, actual_ms: float, predicted_ms: float) -> None:
-        k = self.slowdown.get(worker_id, 1.0)
-        ratio = min(20.0, max(0.5, k * actual_ms / max(predicted_ms, 0.1)))  # vs the unscaled profile
-        window = self._ratios.setdefault(worker_id, collections.deque(maxlen=SLOWDOWN_WINDOW))
-        window.append(ratio)
-        if len(window) % 8 == 0 or len(window) < 8:
-            ordered = sorted(window)
-            self.slowdown[worker_id] = ordered[min(len(ordered) - 1, int(SLOWDOWN_QUANTILE * len(ordered)))]
+        """Fold one answer's latency (``predicted_ms`` as predicted, slowdown included) into its worker's
+        slowdown factor."""
+        state = self.slowdowns.get(worker_id, _AS_PROFILED)
+        self.slowdowns[worker_id] = observe_slowdown(state, actual_ms, predicted_ms)
 
     async def _to_worker(self, inst: Instance, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
         wid = inst.id
@@ -250,6 +245,7 @@ class Dispatcher:
         return Answer(res.status, res.body, out_headers, "lambda")
 
 
+_AS_PROFILED = Slowdown()  # a worker with no answers yet
 _PASS_HEADERS = {"content-type", "inference-header-content-length", "retry-after"}
 
 

@@ -9,9 +9,12 @@ is the highest Poisson rate at which the ``sl_min``-quantile of a request's time
 from the analytic model below, evaluated on a rate grid and refined once (deterministic); the
 candidate with the highest capacity has the lowest cost per request (price per second / capacity).
 
-The worker's discipline (ec2_worker/batcher.py): one FIFO queue, ``slots`` servers; a free server
+The worker's discipline (ec2_worker/discipline.py): one FIFO queue, ``slots`` servers; a free server
 dispatches at once if b requests wait, else when b have arrived or the oldest has waited W, taking up
-to b. So under load a batch is whatever accumulated while every slot was busy. The model, per rate λ
+to b. So under load a batch is whatever accumulated while every slot was busy. (The worker also sends
+a batch early when waiting would make its oldest request miss its deadline; W + T_p99(b) + eps <= RTmax
+keeps that rule from binding, short of the worker's 1 ms dispatch margin, so the model leaves it out and
+the simulation keeps it.) The model, per rate λ
 (request service times are lognormal with the profile's p50/p99 at n rows, interpolated linearly):
 
 1. batch size: n = max(min(b, 1 + λW), n_C), where n_C is the fluid fixed point n = λ·S(n)/c of

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.frontdoor.dispatcher import SLOWDOWN_QUANTILE, Dispatcher, FrontDoorConfig
+from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig
+from orchestrator.policy.estimators import SLOWDOWN_QUANTILE
 
 
 def test_slowdown_follows_a_high_quantile_of_observed_over_predicted() -> None:
