@@ -7,8 +7,10 @@ interpreter, the handler's imports and the model load, all real), environments s
 at a time, idle ones are shut down after ``idle_ttl_s``, and past ``concurrency_limit`` environments
 a request is throttled (``FunctionThrottled``, AWS's 429 TooManyRequestsException).
 
-Each environment is ``python -m lambda_fn.local_env`` (see its protocol), fed Function URL
-payload 2.0 events, so the handler runs exactly the code path it runs behind a Function URL.
+Each environment is ``python -m lambda_fn.local_env`` (started by ``lambda_process.py``), fed
+Function URL payload 2.0 events (``function_url.py``) in frames over its pipes (``lambda_wire.py``),
+so the handler runs exactly the code path it runs behind a Function URL. This module is the pool:
+which environment serves, cold starts, throttling, idle expiry, billing and the latency estimates.
 
 Billing follows AWS: duration rounded up to the next millisecond × memory. Since 2025-08-01 the
 INIT phase of on-demand functions is billed as well (AWS Compute Blog, "AWS Lambda standardizes
@@ -20,28 +22,31 @@ not billed here.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import math
-import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from inference.repository import ModelRepository
-from lambda_fn.local_env import FRAME, MAX_FRAME_BYTES
 from orchestrator.cloud.base import FunctionError, FunctionResult, FunctionStats, FunctionThrottled
+from orchestrator.cloud.local.function_url import function_url_event, http_answer
+from orchestrator.cloud.local.lambda_process import (
+    Environment,
+    exit_code,
+    function_environment,
+    kill,
+    log_tail,
+    spawn,
+)
+from orchestrator.cloud.local.lambda_wire import invocation_frame, read_frame
+from orchestrator.policy.estimators import ewma
 
-ROOT = Path(__file__).resolve().parents[3]
 INIT_TIMEOUT_S = 60.0  # an environment that is not ready by then is killed (AWS: 10 s, then retried in INVOKE)
-EWMA_ALPHA = 0.2
 # Priors for predicted_latency_ms before anything was observed: assumptions, replaced by the first
 # observation (a warm digits invoke measures ~1 ms here, a cold start ~1 s on 2 cores).
 PRIOR_WARM_MS = 100.0
@@ -86,77 +91,12 @@ class LocalLambdaConfig:
             raise ValueError("idle_ttl_s and timeout_s must be > 0, time_factor and platform_init_ms >= 0")
 
 
-@dataclass(eq=False)
-class _Environment:
-    proc: asyncio.subprocess.Process
-    init_ms: float
-    busy: bool = True
-    last_used: float = field(default_factory=time.monotonic)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-def _ewma(old: float | None, sample: float) -> float:
-    return sample if old is None else old + EWMA_ALPHA * (sample - old)
-
-
-def function_url_event(
-    function_name: str, method: str, path: str, body: bytes, headers: dict[str, str], request_id: str
-) -> dict[str, Any]:
-    """A Lambda Function URL (payload format 2.0) event, body base64-encoded as AWS sends binary."""
-    now = time.time()
-    lowered = {k.lower(): v for k, v in headers.items()}
-    lowered.setdefault("host", f"{function_name}.lambda-url.local")
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": lowered,
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": function_name,
-            "domainName": lowered["host"],
-            "domainPrefix": function_name,
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": lowered.get("user-agent", ""),
-            },
-            "requestId": request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "body": base64.b64encode(body).decode(),
-        "isBase64Encoded": True,
-    }
-
-
-async def _read_frame(stream: asyncio.StreamReader) -> Any:
-    (size,) = FRAME.unpack(await stream.readexactly(FRAME.size))
-    if size > MAX_FRAME_BYTES:
-        raise EOFError(f"corrupt frame length {size}")
-    return orjson.loads(await stream.readexactly(size))
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-
-
 class LocalLambda:
     """The local Lambda service for one function. Use ``async with`` or ``start()``/``stop()``."""
 
     def __init__(self, config: LocalLambdaConfig) -> None:
         self.config = config
-        self._envs: list[_Environment] = []  # ready environments, busy or idle
+        self._envs: list[Environment] = []  # ready environments, busy or idle
         self._starting = 0  # environments in their cold start: they count against the limit
         self._procs: dict[int, asyncio.subprocess.Process] = {}  # every live child, by PID
         self._invocations = 0
@@ -212,7 +152,7 @@ class LocalLambda:
             pass
         finally:
             for p in procs:
-                _kill(p)
+                kill(p)
         for p in procs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(p.wait(), 2.0)
@@ -284,14 +224,13 @@ class LocalLambda:
         t0 = time.perf_counter()
         reply = await self._round_trip(env, event, request_id)
         round_trip_ms = (time.perf_counter() - t0) * 1e3
-        status, out_body, out_headers = self._http_answer(reply)
+        status, out_body, out_headers = http_answer(reply)
         duration_ms = float(reply["duration_ms"])
         init_ms = env.init_ms if cold else 0.0
         billed_ms = math.ceil(duration_ms + init_ms)  # INIT billed on cold starts (see the module docstring)
-        self._billed_ms += billed_ms
-        self._billed_gb_s += billed_ms / 1000.0 * self.config.memory_mb / 1024.0
+        self._bill(billed_ms)
         if status == 200 and not cold:
-            self._warm_ms[model] = _ewma(self._warm_ms.get(model), round_trip_ms)
+            self._warm_ms[model] = ewma(self._warm_ms.get(model), round_trip_ms)
         return FunctionResult(
             status=status,
             body=out_body,
@@ -319,15 +258,18 @@ class LocalLambda:
         finally:
             self._starting -= n
         for env in envs:
-            billed_ms = math.ceil(env.init_ms) + 1
             self._invocations += 1
-            self._billed_ms += billed_ms
-            self._billed_gb_s += billed_ms / 1000.0 * self.config.memory_mb / 1024.0
+            self._bill(math.ceil(env.init_ms) + 1)
             env.busy = False
             env.last_used = time.monotonic()
         return n
 
-    def _take_idle(self) -> _Environment | None:
+    def _bill(self, billed_ms: int) -> None:
+        """Account one invocation's billed duration (ms) and its GB-seconds at the function's memory."""
+        self._billed_ms += billed_ms
+        self._billed_gb_s += billed_ms / 1000.0 * self.config.memory_mb / 1024.0
+
+    def _take_idle(self) -> Environment | None:
         """The most recently used idle environment (so the others age out), marked busy."""
         self._reap_idle()
         idle = [e for e in self._envs if not e.busy]
@@ -340,22 +282,7 @@ class LocalLambda:
     def _platform_init_s(self) -> float:
         return self.config.platform_init_ms * self.config.time_factor / 1e3
 
-    def _child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("MODEL_URI", "AWS_LAMBDA_RUNTIME_API")}
-        env |= {
-            "MARK_MODEL_REPO": str(Path(self.config.repository).resolve()),
-            "MARK_MODELS": ",".join(self.config.models),
-            "MARK_ORT_THREADS": str(self.config.threads),
-            "MARK_MAX_BATCH_SIZE": str(self.config.max_batch_size),
-            "AWS_LAMBDA_FUNCTION_NAME": self.config.function_name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.config.memory_mb),
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "POWERTOOLS_SERVICE_NAME": self.config.function_name,
-            "PYTHONUNBUFFERED": "1",
-        }
-        return env
-
-    async def _start_environment(self) -> _Environment:
+    async def _start_environment(self) -> Environment:
         """Cold start: emulated sandbox creation, then a real process through INIT until it reports ready."""
         t0 = time.monotonic()
         await asyncio.sleep(self._platform_init_s())
@@ -363,57 +290,53 @@ class LocalLambda:
             raise LambdaEnvironmentDied("the local Lambda service is stopping")
         assert self.log_dir is not None
         log_path = self.log_dir / f"env-{time.time_ns()}.log"
-        with log_path.open("ab") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "lambda_fn.local_env",
-                "--spawned-at",
-                repr(time.time()),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=self._child_env(),
-                cwd=ROOT,
-                start_new_session=True,  # Ctrl-C reaches only us; we stop the environments in order
-            )
+        cfg = self.config
+        proc = await spawn(
+            function_environment(
+                repository=cfg.repository,
+                models=cfg.models,
+                threads=cfg.threads,
+                max_batch_size=cfg.max_batch_size,
+                function_name=cfg.function_name,
+                memory_mb=cfg.memory_mb,
+            ),
+            log_path,
+        )
         self._procs[proc.pid] = proc
         if self._closed:  # stop() ran while we were spawning: it could not have seen this child
             self._forget(proc)
-            _kill(proc)
+            kill(proc)
             raise LambdaEnvironmentDied("the local Lambda service is stopping")
         try:
             assert proc.stdout is not None
-            ready = await asyncio.wait_for(_read_frame(proc.stdout), INIT_TIMEOUT_S)
+            ready = await asyncio.wait_for(read_frame(proc.stdout), INIT_TIMEOUT_S)
         except (EOFError, OSError, TimeoutError, ValueError) as e:
             self._forget(proc)
-            _kill(proc)
-            code = await self._exit_code(proc)
+            kill(proc)
+            code = await exit_code(proc)
             self._deaths += 1
             raise LambdaEnvironmentDied(
                 f"environment {proc.pid} failed during INIT ({type(e).__name__}, exit code {code}); "
-                f"see {log_path}: {_tail(log_path)}"
+                f"see {log_path}: {log_tail(log_path)}"
             ) from None
         except BaseException:  # cancelled: the environment's state is unknown, so it goes
             self._forget(proc)
-            _kill(proc)
+            kill(proc)
             raise
-        self._cold_start_ms = _ewma(self._cold_start_ms, (time.monotonic() - t0) * 1e3)
+        self._cold_start_ms = ewma(self._cold_start_ms, (time.monotonic() - t0) * 1e3)
         self._cold_starts += 1
-        env = _Environment(proc=proc, init_ms=float(ready["init_ms"]))
+        env = Environment(proc=proc, init_ms=float(ready["init_ms"]))
         self._envs.append(env)
         return env
 
-    async def _round_trip(self, env: _Environment, event: dict[str, Any], request_id: str) -> dict[str, Any]:
+    async def _round_trip(self, env: Environment, event: dict[str, Any], request_id: str) -> dict[str, Any]:
         proc = env.proc
         assert proc.stdin is not None and proc.stdout is not None
-        frame = orjson.dumps(
-            {"event": event, "request_id": request_id, "deadline_ms": time.time() * 1e3 + self.config.timeout_s * 1e3}
-        )
+        frame = invocation_frame(event, request_id, time.time() * 1e3 + self.config.timeout_s * 1e3)
         try:
-            proc.stdin.write(FRAME.pack(len(frame)) + frame)
+            proc.stdin.write(frame)
             await proc.stdin.drain()
-            reply: dict[str, Any] = await asyncio.wait_for(_read_frame(proc.stdout), self.config.timeout_s)
+            reply: dict[str, Any] = await asyncio.wait_for(read_frame(proc.stdout), self.config.timeout_s)
         except TimeoutError:
             self._discard(env)
             raise LambdaTimedOut(
@@ -423,7 +346,7 @@ class LocalLambda:
         except (EOFError, OSError, ValueError) as e:
             self._discard(env)
             self._deaths += 1
-            code = await self._exit_code(proc)
+            code = await exit_code(proc)
             raise LambdaEnvironmentDied(
                 f"environment {env.pid} died during invocation {request_id} ({type(e).__name__}, exit code {code})"
             ) from None
@@ -434,23 +357,10 @@ class LocalLambda:
         env.last_used = time.monotonic()
         return reply
 
-    @staticmethod
-    def _http_answer(reply: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
-        """The HTTP answer a Function URL gives for the handler's return (502 for a function error)."""
-        error = reply.get("error")
-        result = reply.get("result")
-        if error or not isinstance(result, dict):
-            what = f"{error['errorType']}: {error['errorMessage']}" if error else "the handler returned no response"
-            return 502, orjson.dumps({"error": f"function error: {what}"}), {"content-type": "application/json"}
-        raw = result.get("body") or ""
-        body = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
-        headers = {str(k).lower(): str(v) for k, v in (result.get("headers") or {}).items()}
-        return int(result.get("statusCode", 200)), body, headers
-
     def _forget(self, proc: asyncio.subprocess.Process) -> None:
         self._procs.pop(proc.pid, None)
 
-    def _discard(self, env: _Environment, graceful: bool = False) -> None:
+    def _discard(self, env: Environment, graceful: bool = False) -> None:
         """Remove an environment from the pool and end its process (SIGTERM when idle, else SIGKILL)."""
         if env in self._envs:
             self._envs.remove(env)
@@ -459,7 +369,7 @@ class LocalLambda:
             with contextlib.suppress(ProcessLookupError):
                 env.proc.terminate()
         else:
-            _kill(env.proc)
+            kill(env.proc)
 
     def _reap_idle(self) -> None:
         now = time.monotonic()
@@ -471,17 +381,3 @@ class LocalLambda:
         while True:
             await asyncio.sleep(period)
             self._reap_idle()
-
-    @staticmethod
-    async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 2.0)
-        return proc.returncode
-
-
-def _tail(path: Path, limit: int = 600) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return text[-limit:].strip()
