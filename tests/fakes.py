@@ -1,5 +1,5 @@
-"""Shared test doubles and builders (DESIGN.md §6): one way to make a pool, a fleet, a plan input, an
-instance or a clock, so each test states only what matters to it.
+"""Shared test doubles and builders (DESIGN.md §6): one way to make a pool, a fleet, a plan input, a
+latency profile or a clock, so each test states only what matters to it.
 
 Prices and boot times default to ``profiles/catalog.yaml``'s (a builder never invents a figure the
 catalog has). ``ManualClock`` is the project's own (``orchestrator/clock.py``), the clock the
@@ -12,12 +12,41 @@ from collections.abc import Iterable
 from functools import cache
 
 from orchestrator.clock import ManualClock
-from orchestrator.cloud.base import Instance
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.policy.planning import ON_DEMAND, FleetInstance, LambdaOption, PlanInput, PoolOption
-from orchestrator.types import InstanceState, Market
 
-__all__ = ["ManualClock", "catalog", "fleet", "instance", "lambda_option", "plan_input", "pool"]
+# Latency profiles as (batch size, p50 ms, p99 ms) rows, shaped like the measured ones, for the
+# batching policy and its simulation: the SLO of those tests is SL of requests within RTmax - EPS.
+EPS = 5.0
+SL = 0.98
+Batches = tuple[tuple[int, float, float], ...]
+
+# Digits-like: microseconds per batch, so at RTmax 200 ms the SLO binds only at saturation.
+DIGITS: Batches = ((1, 0.012, 0.025), (2, 0.012, 0.023), (4, 0.013, 0.022), (8, 0.015, 0.03), (16, 0.018, 0.035))
+DIGITS += ((32, 0.025, 0.05), (64, 0.04, 0.08))
+# MobileNetV2 on one onnxruntime thread (profiles/latency/mobilenet_v2/amd-epyc-2c-t1.json, rounded):
+# batching barely pays (b/T(b) 0.125 -> 0.135 per ms).
+MOBILENET: Batches = ((1, 8.0, 9.8), (2, 14.8, 18.6), (4, 30.4, 35.1), (8, 62.0, 66.9), (16, 123.0, 155.0))
+# GPU-like: a big fixed cost per batch, so batching pays a lot (the T4 MobileNetV2 estimate's shape).
+GPU: Batches = tuple((b, 1.1 + 0.51 * b, 1.25 * (1.1 + 0.51 * b)) for b in (1, 2, 4, 8, 16, 32, 64))
+GPU_HEAVY: Batches = tuple((b, 20 + 2.0 * b, 1.2 * (20 + 2.0 * b)) for b in (1, 2, 4, 8, 16, 32, 64))
+
+
+__all__ = [
+    "DIGITS",
+    "EPS",
+    "GPU",
+    "GPU_HEAVY",
+    "MOBILENET",
+    "SL",
+    "Batches",
+    "ManualClock",
+    "catalog",
+    "fleet",
+    "lambda_option",
+    "plan_input",
+    "pool",
+]
 
 
 @cache
@@ -77,17 +106,3 @@ def plan_input(
         lambda_fn or lambda_option(),
         **kw,  # type: ignore[arg-type]
     )
-
-
-def instance(
-    instance_id: str = "i-1",
-    instance_type: str = "c5.large",
-    market: Market = Market.ON_DEMAND,
-    state: InstanceState = InstanceState.RUNNING,
-    *,
-    endpoint: str | None = "127.0.0.1:9",
-    launched_at: float = 0.0,
-    ready_at: float | None = None,
-) -> Instance:
-    """A cloud instance as a backend reports it (running on a loopback endpoint unless said otherwise)."""
-    return Instance(instance_id, instance_type, market, state, launched_at, endpoint, ready_at)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -186,48 +185,6 @@ def test_model_uri_local_folder(digits_repo: ModelRepository, monkeypatch: pytes
         fn._reset_for_tests()
         r = fn.handler(function_url_event("GET", "/v2/health/ready"), ctx())
         assert r["statusCode"] == 503 and "is not a folder with model.onnx" in json.loads(r["body"])["error"]
-    finally:
-        fn._reset_for_tests()
-
-
-def test_model_uri_s3_downloads_once_to_tmp(
-    digits_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    boto3 = pytest.importorskip("boto3")
-    moto = pytest.importorskip("moto")
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("MARK_MODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("MODEL_URI", "s3://mark-models/zoo/digits_mlp_small/")
-    fn._reset_for_tests()
-    doc = orjson.dumps({"inputs": [GOOD]})
-    try:
-        with moto.mock_aws():
-            s3 = boto3.client("s3", region_name="us-east-1")
-            s3.create_bucket(Bucket="mark-models")
-            r = fn.handler(function_url_event("POST", "/v2/models/digits_mlp_small/infer", doc), ctx())
-            assert r["statusCode"] == 503  # not uploaded yet: a clear error, and the next call retries
-            assert "s3://mark-models/zoo/digits_mlp_small/model.onnx" in json.loads(r["body"])["error"]
-            folder = digits_repo.model_dir("digits_mlp_small")
-            for name in ("model.onnx", "card.json"):
-                s3.upload_file(str(folder / name), "mark-models", f"zoo/digits_mlp_small/{name}")
-            r = fn.handler(function_url_event("POST", "/v2/models/digits_mlp_small/infer", doc), ctx())
-            assert r["statusCode"] == 200, r["body"]
-            cached = list((tmp_path / "cache").iterdir())
-            assert len(cached) == 1 and (cached[0] / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
-            # A new environment on the same host: /tmp survives, so S3 is not asked again (the object
-            # is gone, so asking would fail).
-            s3.delete_object(Bucket="mark-models", Key="zoo/digits_mlp_small/model.onnx")
-            fn._reset_for_tests()
-            r = fn.handler(function_url_event("POST", "/v2/models/digits_mlp_small/infer", doc), ctx())
-            assert r["statusCode"] == 200
     finally:
         fn._reset_for_tests()
 

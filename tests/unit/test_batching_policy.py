@@ -1,10 +1,6 @@
-"""Batching policy (DESIGN.md §3 "Batching"): feasibility rules, and capacity at SLO against an exact simulation.
-
-The analytic capacity comes from orchestrator/policy/batching.py; the referee is a discrete-event
-simulation of exactly the worker's discipline (orchestrator/sim/batch_queue.py: Poisson arrivals, FIFO,
-``slots`` servers, dispatch at b waiting or when the oldest has waited W, lognormal service matching the
-profile's p50/p99), with a fixed seed and common random numbers across rates.
-"""
+"""Batching policy (DESIGN.md §3 "Batching"): feasibility rules and the analytic capacity at SLO
+(orchestrator/policy/batching.py). tests/sim/test_batch_queue.py checks that capacity against an exact
+simulation of the worker's discipline."""
 
 from __future__ import annotations
 
@@ -18,111 +14,11 @@ from orchestrator.policy.batching import (
     BatchingError,
     ServiceProfile,
     batching_pays,
-    capacity_at_slo,
     feasible_settings,
     latency_quantile_ms,
     plan_batching,
 )
-from orchestrator.sim.batch_queue import capacity_by_simulation, simulate
-
-EPS = 5.0
-SL = 0.98
-Batches = tuple[tuple[int, float, float], ...]
-
-# Digits-like: microseconds per batch, so at RTmax 200 ms the SLO binds only at saturation.
-DIGITS: Batches = ((1, 0.012, 0.025), (2, 0.012, 0.023), (4, 0.013, 0.022), (8, 0.015, 0.03), (16, 0.018, 0.035))
-DIGITS += ((32, 0.025, 0.05), (64, 0.04, 0.08))
-# MobileNetV2 on one onnxruntime thread (profiles/latency/mobilenet_v2/amd-epyc-2c-t1.json, rounded):
-# batching barely pays (b/T(b) 0.125 -> 0.135 per ms).
-MOBILENET: Batches = ((1, 8.0, 9.8), (2, 14.8, 18.6), (4, 30.4, 35.1), (8, 62.0, 66.9), (16, 123.0, 155.0))
-# GPU-like: a big fixed cost per batch, so batching pays a lot (the T4 MobileNetV2 estimate's shape).
-GPU: Batches = tuple((b, 1.1 + 0.51 * b, 1.25 * (1.1 + 0.51 * b)) for b in (1, 2, 4, 8, 16, 32, 64))
-GPU_HEAVY: Batches = tuple((b, 20 + 2.0 * b, 1.2 * (20 + 2.0 * b)) for b in (1, 2, 4, 8, 16, 32, 64))
-
-
-def _sim_capacity(batches: Batches, slots: int, b: int, w: float, rt: float, around: float) -> float:
-    return capacity_by_simulation(
-        batches,
-        slots=slots,
-        max_batch=b,
-        batch_timeout_ms=w,
-        rt_max_ms=rt - EPS,  # the simulation is the worker alone; eps is the network/dispatch margin
-        sl_min=SL,
-        requests=30_000,
-        seed=1,
-        rel_tol=0.02,
-        bracket_rps=(around / 1.5, around * 1.5),
-    )
-
-
-def _sim_quantile(batches: Batches, slots: int, b: int, w: float, rate: float) -> float:
-    r = simulate(batches, slots=slots, max_batch=b, batch_timeout_ms=w, rate_rps=rate, requests=40_000, seed=2)
-    return r.latency_quantile_ms
-
-
-# (name, profile, slots, RTmax): the best (b, W) the policy picks is checked against the simulation.
-BEST_CASES = [
-    ("digits", DIGITS, 1, 200.0),
-    ("mobilenet", MOBILENET, 1, 200.0),
-    ("mobilenet", MOBILENET, 2, 200.0),
-    ("mobilenet", MOBILENET, 1, 100.0),
-    ("gpu", GPU, 1, 200.0),
-    ("gpu-heavy", GPU_HEAVY, 1, 200.0),
-    ("gpu-heavy", GPU_HEAVY, 2, 100.0),
-]
-
-
-@pytest.mark.parametrize("name,batches,slots,rt", BEST_CASES, ids=[f"{c[0]}-s{c[2]}-rt{c[3]:g}" for c in BEST_CASES])
-def test_best_capacity_matches_simulation(name: str, batches: Batches, slots: int, rt: float) -> None:
-    plan = plan_batching(ServiceProfile(batches, slots), rt_max_ms=rt, sl_min=SL, usd_per_hour=1.0, epsilon_ms=EPS)
-    best = plan.best
-    assert best is not None
-    sim = _sim_capacity(batches, slots, best.batch_size, best.batch_timeout_ms, rt, best.capacity_rps)
-    assert best.capacity_rps == pytest.approx(sim, rel=0.20), (name, best, sim)
-    # Loaded at the analytic capacity, the simulated worker still meets the SLO (15% tolerance).
-    q = _sim_quantile(batches, slots, best.batch_size, best.batch_timeout_ms, best.capacity_rps)
-    assert q + EPS <= rt * 1.15, (name, best, q)
-
-
-# Settings with a positive batch timeout, where requests do wait for partners.
-TIMEOUT_CASES = [
-    (MOBILENET, 1, 8, 20.0, 200.0),
-    (GPU, 2, 32, 30.0, 200.0),
-    (GPU_HEAVY, 1, 16, 40.0, 200.0),
-]
-
-
-@pytest.mark.parametrize("batches,slots,b,w,rt", TIMEOUT_CASES, ids=["mobilenet-b8", "gpu-b32-s2", "gpu-heavy-b16"])
-def test_capacity_with_batch_timeout_matches_simulation(
-    batches: Batches, slots: int, b: int, w: float, rt: float
-) -> None:
-    profile = ServiceProfile(batches, slots)
-    assert w + profile.p99_ms(b) + EPS <= rt
-    cap = capacity_at_slo(profile, batch_size=b, batch_timeout_ms=w, rt_max_ms=rt, sl_min=SL, epsilon_ms=EPS)
-    sim = _sim_capacity(batches, slots, b, w, rt, cap)
-    assert cap == pytest.approx(sim, rel=0.20)
-    assert _sim_quantile(batches, slots, b, w, cap) + EPS <= rt * 1.15
-
-
-def test_simulator_matches_pollaczek_khinchine() -> None:
-    """The referee itself: M/D/1 (b = 1, deterministic 10 ms) at utilization 0.5 has mean latency 15 ms."""
-    r = simulate(((1, 10.0, 10.0),), slots=1, max_batch=1, batch_timeout_ms=0.0, rate_rps=50.0, requests=40_000)
-    assert r.latency_mean_ms == pytest.approx(10.0 + 0.5 * 10.0 / (2 * 0.5), rel=0.05)
-    assert r.utilization == pytest.approx(0.5, rel=0.05)
-
-
-def test_simulator_holds_a_lone_request_for_the_timeout() -> None:
-    # About one request a minute: it finds no partner, waits W = 30 ms, then a batch of 1 takes 5 ms.
-    r = simulate(
-        ((1, 5.0, 5.0), (4, 8.0, 8.0)),
-        slots=1,
-        max_batch=4,
-        batch_timeout_ms=30.0,
-        rate_rps=0.02,
-        requests=50,
-        quantile=0.5,
-    )
-    assert r.latency_quantile_ms == pytest.approx(35.0, abs=1e-6)
+from tests.fakes import EPS, GPU, GPU_HEAVY, MOBILENET, SL, Batches
 
 
 def test_infeasible_when_one_request_cannot_meet_the_slo() -> None:

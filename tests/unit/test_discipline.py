@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from ec2_worker.discipline import Decision, ServiceTimeEstimate, batch_due, ewma
-from orchestrator.sim.batch_queue import capacity_by_simulation, simulate
 
 
 def due(now: float, **overrides: Any) -> Decision:
@@ -94,29 +93,3 @@ def test_the_service_time_estimate_is_a_value() -> None:
     assert two.predict(2) == pytest.approx(6.0)
     assert two.observe(1, 4.0).predict(2) == pytest.approx(8.0)  # now 1 row (4 ms) is the nearest: doubled
     assert ewma(None, 7.0, 0.2) == 7.0 and ewma(10.0, 20.0, 0.5) == 15.0
-
-
-PROFILE = ((1, 5.0, 5.0), (4, 8.0, 8.0))  # deterministic service: 5 ms alone, 8 ms for 4
-
-
-def test_the_simulation_sends_a_lone_request_before_its_deadline() -> None:
-    """About one request a minute, W = 30 ms but a 20 ms deadline: the deadline rule sends each request
-    at arrival + 20 - predicted service - 1 ms margin. The first, with nothing observed yet, goes at
-    19 ms (latency 24); the rest at 14 ms (latency 19), as the worker would."""
-    kw: dict[str, Any] = {"slots": 1, "max_batch": 4, "batch_timeout_ms": 30.0, "rate_rps": 0.02, "requests": 50}
-    r = simulate(PROFILE, quantile=0.5, deadline_ms=20.0, dispatch_margin_ms=1.0, warmup_fraction=0.0, **kw)
-    assert r.batches_by_reason == {"deadline": 50}
-    assert r.latency_quantile_ms == pytest.approx(19.0, abs=1e-6)
-    assert r.latency_mean_ms == pytest.approx((24.0 + 49 * 19.0) / 50, abs=1e-6)
-    # without a deadline the same requests wait the whole timeout (the default: no deadline)
-    r = simulate(PROFILE, quantile=0.5, warmup_fraction=0.0, **kw)
-    assert r.batches_by_reason == {"timeout": 50}
-    assert r.latency_quantile_ms == pytest.approx(35.0, abs=1e-6)
-
-
-def test_capacity_by_simulation_gives_each_request_the_slo_bound_as_its_deadline() -> None:
-    """A timeout longer than the SLO allows (W 30 ms, RTmax 25 ms): without the deadline rule every lone
-    request is late, so nothing passes; with it (the default, deadline = RTmax) requests go in time."""
-    kw: dict[str, Any] = {"slots": 1, "max_batch": 4, "batch_timeout_ms": 30.0, "sl_min": 0.9, "requests": 2000}
-    assert capacity_by_simulation(PROFILE, rt_max_ms=25.0, deadline_ms=math.inf, **kw) == 0.0
-    assert capacity_by_simulation(PROFILE, rt_max_ms=25.0, **kw) > 0.0
