@@ -44,7 +44,6 @@ class FrontDoorConfig:
     batch_timeout_ms: float = 5.0
     slots: int = 1
     threads: int = 2
-    lambda_usd_per_request: float = 0.0
 
 
 def profile_line(model: str, threads: int, slots: int = 1) -> tuple[float, float]:
@@ -133,14 +132,13 @@ class Dispatcher:
     def _lambda_view(self, model: str) -> LambdaView:
         f = self.function
         if f is None:
-            return LambdaView(False, 0, 0, 0.0, 0.0, 0.0)
+            return LambdaView(False, 0, 0, 0.0, 0.0)
         return LambdaView(
             True,
             f.warm_idle(),
             f.concurrency_left(),
             f.predicted_latency_ms(model, cold=False),
             f.predicted_latency_ms(model, cold=True),
-            self.config.lambda_usd_per_request,
             limit=f.concurrency_limit(),
             waiting=self.lambda_waiting,
         )

@@ -60,7 +60,6 @@ class LambdaView:
     concurrency_left: int  # environments that may still start (limit - existing)
     warm_ms: float  # predicted latency on a warm environment
     cold_ms: float  # predicted latency including a cold start
-    usd_per_request: float
     limit: int = 0  # concurrency limit (0: unknown, so no waiting for a busy environment)
     waiting: int = 0  # requests already waiting at the front door for a free environment
     max_waiting_per_env: int = 4  # past limit x this, waiting is not offered

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from orchestrator.policy.dispatch import Decision, LambdaView, Route, WorkerView, decide
 
-NO_LAMBDA = LambdaView(False, 0, 0, 0.0, 0.0, 0.0)
-WARM = LambdaView(True, warm_idle=2, concurrency_left=8, warm_ms=40.0, cold_ms=900.0, usd_per_request=3e-6)
+NO_LAMBDA = LambdaView(False, 0, 0, 0.0, 0.0)
+WARM = LambdaView(True, warm_idle=2, concurrency_left=8, warm_ms=40.0, cold_ms=900.0)
 
 
 def worker(wid: str, outstanding: int = 0, usd: float = 0.085, bound: int = 64, **kw: float) -> WorkerView:
@@ -44,7 +44,7 @@ def test_cheapest_worker_that_meets_the_deadline() -> None:
 def test_lambda_when_no_worker_meets_the_deadline() -> None:
     fleet = (worker("busy", 40),)  # 5 full batches ahead: ~280 ms
     assert decide(100.0, fleet, WARM).route == Route.LAMBDA
-    cold_only = LambdaView(True, 0, 8, 40.0, 900.0, 3e-6)
+    cold_only = LambdaView(True, 0, 8, 40.0, 900.0)
     late = decide(100.0, fleet, cold_only)  # a cold start does not fit either: late on the worker
     assert late.route == Route.WORKER and late.worker_id == "busy" and "late" in late.reason
     assert decide(1000.0, (), cold_only).route == Route.LAMBDA
@@ -72,7 +72,6 @@ lambdas = st.builds(
     st.integers(0, 5),
     st.floats(1, 500),
     st.floats(100, 3000),
-    st.just(3e-6),
     st.integers(0, 4),
     st.integers(0, 20),
 )
@@ -98,10 +97,10 @@ def test_invariants(budget: float, fleet: list[WorkerView], lam: LambdaView) -> 
 
 def test_late_either_way_goes_to_whichever_answers_first() -> None:
     swamped = (worker("swamped", 60, t1_ms=20.0, per_row_ms=20.0),)  # ~1.2 s of queue ahead
-    cold_only = LambdaView(True, 0, 4, 40.0, 900.0, 3e-6)
+    cold_only = LambdaView(True, 0, 4, 40.0, 900.0)
     d = decide(200.0, swamped, cold_only)
     assert d.route == Route.LAMBDA and d.predicted_ms == 900.0 and "late" in d.reason
-    slow_cold = LambdaView(True, 0, 4, 40.0, 5000.0, 3e-6)
+    slow_cold = LambdaView(True, 0, 4, 40.0, 5000.0)
     assert decide(200.0, swamped, slow_cold).route == Route.WORKER
 
 
@@ -109,17 +108,17 @@ def test_waits_for_a_busy_lambda_environment_rather_than_a_swamped_worker() -> N
     swamped = (worker("swamped", 60, t1_ms=20.0, per_row_ms=20.0),)  # ~1.2 s of queue ahead
     # Both environments busy at the concurrency limit, 3 requests already waiting: the 4th one
     # waits ~ 4/2 x 15 ms for an environment, then 15 ms on it.
-    busy = LambdaView(True, 0, 0, 15.0, 900.0, 3e-6, limit=2, waiting=3)
+    busy = LambdaView(True, 0, 0, 15.0, 900.0, limit=2, waiting=3)
     d = decide(200.0, swamped, busy)
     assert d.route == Route.LAMBDA and "frees in time" in d.reason
     assert d.predicted_ms == 15.0 * 4 / 2 + 15.0
     # A long line for Lambda and a worker that still meets the deadline: the worker.
     assert decide(200.0, (worker("ok", 2),), busy).route == Route.WORKER
     # Past limit x 4 waiting, Lambda is not offered; late on the worker (never a 503 while it has room).
-    crowded = LambdaView(True, 0, 0, 15.0, 900.0, 3e-6, limit=2, waiting=8)
+    crowded = LambdaView(True, 0, 0, 15.0, 900.0, limit=2, waiting=8)
     assert decide(200.0, swamped, crowded).route == Route.WORKER
     # Unknown limit (0): no waiting offered.
-    assert not LambdaView(True, 0, 0, 15.0, 900.0, 3e-6).can_take()
+    assert not LambdaView(True, 0, 0, 15.0, 900.0).can_take()
 
 
 def test_front_door_honours_a_tighter_client_timeout() -> None:
