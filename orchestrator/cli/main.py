@@ -118,12 +118,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ensure_model(repo, name: str) -> None:  # type: ignore[no-untyped-def]
-    """Build the model if it is absent: digits in seconds; imagenet variants need the zoo extra."""
+def _ensure_model(repo, name: str, field: str = "models") -> None:  # type: ignore[no-untyped-def]
+    """Build the model if it is absent: digits in seconds; imagenet variants need the zoo extra.
+
+    Raises:
+        ConfigError: ``name`` is neither in the repository nor a zoo variant.
+    """
     if repo.has(name):
         return
     from inference.zoo import digits
+    from inference.zoo.imagenet_variants import VARIANTS as IMAGENET
+    from orchestrator.config import ConfigError
 
+    zoo = [v.name for v in digits.VARIANTS] + list(IMAGENET)
+    if name not in zoo:
+        raise ConfigError(
+            "the deployment",
+            [
+                (
+                    field,
+                    f"unknown model {name!r}: not in the model repository {repo.root} and not a zoo variant "
+                    f"({', '.join(zoo)})",
+                )
+            ],
+        )
     if name in {v.name for v in digits.VARIANTS}:
         print(f"[run] building {name} into {repo.root} (first run only)", file=sys.stderr)
         digits.build(repo, only=[name])
@@ -162,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from orchestrator.cli.config import deployment_from_args
     from orchestrator.cloud import registry
+    from orchestrator.config import ConfigError
     from orchestrator.economics.catalog import load_catalog
     from orchestrator.runtime.local_stack import stack_config
     from orchestrator.workload.loadgen import builtin_shape, trace_rates
@@ -169,9 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     deployment = deployment_from_args(args)  # ConfigError (a ValueError) names each bad field and flag
     repo = _repo(args)
     catalog = load_catalog()
+    problems = deployment.problems_with(catalog)
+    if problems:
+        raise ConfigError(args.config or "the command line", problems)
+    for i, model in enumerate(deployment.models):
+        _ensure_model(repo, model, f"models[{i}]")
     config = stack_config(deployment, catalog, str(repo.root))
-    for model in deployment.models:
-        _ensure_model(repo, model)
     function = registry.backend(deployment.backend.name).open_function(deployment, str(repo.root))
     try:
         api_keys = _api_keys(config.host, args.api_key_sha256, deployment.frontdoor.api_key_sha256)

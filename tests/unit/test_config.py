@@ -247,3 +247,23 @@ def test_the_local_backend_turns_the_config_into_type_specs_and_a_function() -> 
     assert (
         open_function(d.model_copy(update={"lambda_": d.lambda_.model_copy(update={"enabled": False})}), "/r") is None
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--type", "c9.huge"], "fleet.instance_types: unknown instance type 'c9.huge'; the catalog knows: c5.2xlarge"),
+        (["--model", "nope"], "models[0]: unknown model 'nope': not in the model repository"),
+        (["--instances", "-1"], "fleet.initial_instances (from --instances): Input should be greater than or equal"),
+    ],
+)
+def test_mark_run_refuses_a_bad_deployment_before_starting_anything(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--repo", str(tmp_path / "repo"), "run", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()  # nothing was built
