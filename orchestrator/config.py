@@ -24,17 +24,35 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.types import Market, Slo
+from orchestrator.types import Market, Slo, StrictFloat, StrictInt
 
 if TYPE_CHECKING:
     from orchestrator.economics.catalog import Catalog
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 _CREDENTIAL_KEYS = re.compile(r"(secret|password|access_key|token|credential)", re.IGNORECASE)
+
+
+MAX_LIST = 64  # models, instance types, subnets, keys: more is a mistake, not a deployment
+MAX_PROBLEMS = 25  # reported at once; the rest are counted
+
+
+def _unique(v: list[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    repeated: set[str] = set()
+    for x in v:
+        if x in seen:
+            repeated.add(str(x))
+        seen.add(x)
+    if repeated:
+        repeated = sorted(repeated)  # type: ignore[assignment]
+        raise ValueError(f"listed more than once: {', '.join(repeated)}")
+    return v
 
 
 class ConfigError(ValueError):
@@ -47,11 +65,19 @@ class ConfigError(ValueError):
         self.source = source
         self.problems = problems
         head = f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__("\n".join([head, *(f"  {loc}: {msg}" if loc else f"  {msg}" for loc, msg in problems)]))
+        lines = [f"  {loc}: {msg}" if loc else f"  {msg}" for loc, msg in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - MAX_PROBLEMS} more")
+        super().__init__("\n".join([head, *lines]))
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: Any) -> Any:
+        return {} if data is None else data  # `slo:` with everything under it commented out
 
 
 class FleetConfig(_Section):
@@ -60,6 +86,7 @@ class FleetConfig(_Section):
     instance_types: list[str] = Field(
         default_factory=lambda: ["c5.large"],
         min_length=1,
+        max_length=MAX_LIST,
         description="instance types the planner may use (names from profiles/catalog.yaml)",
     )
     markets: list[Market] = Field(
@@ -67,23 +94,17 @@ class FleetConfig(_Section):
         min_length=1,
         description="markets the planner may buy in: on-demand, spot",
     )
-    min_instances: int = Field(0, ge=0, le=1000, description="never fewer instances than this")
-    max_instances: int = Field(
+    min_instances: StrictInt = Field(0, ge=0, le=1000, description="never fewer instances than this")
+    max_instances: StrictInt = Field(
         8, ge=1, le=1000, description="never more instances than this (local: also what this machine can hold)"
     )
-    initial_instances: int = Field(1, ge=0, le=1000, description="instances started with the deployment")
+    initial_instances: StrictInt = Field(1, ge=0, le=1000, description="instances started with the deployment")
     initial_type: str | None = Field(
         None, description="type of the initial instances (default: the first of instance_types)"
     )
     initial_market: Market = Field(Market.ON_DEMAND, description="market of the initial instances")
 
-    @field_validator("instance_types", "markets")
-    @classmethod
-    def _unique(cls, v: list[Any]) -> list[Any]:
-        repeated = sorted({str(x) for x in v if v.count(x) > 1})
-        if repeated:
-            raise ValueError(f"listed more than once: {', '.join(repeated)}")
-        return v
+    _unique_types = field_validator("instance_types", "markets")(lambda v: _unique(v))
 
     @model_validator(mode="after")
     def _consistent(self) -> FleetConfig:
@@ -115,9 +136,11 @@ class LambdaConfig(_Section):
     """The Lambda function that absorbs bursts while instances boot (AWS limits as documented)."""
 
     enabled: bool = Field(True, description="false: no Lambda; requests the fleet cannot take get 503")
-    memory_mb: int = Field(2048, ge=128, le=10240, description="function memory, 128..10240 MB (sets its vCPU share)")
-    concurrency: int = Field(2, ge=1, le=1000, description="reserved concurrency: environments at once")
-    prewarm: int = Field(2, ge=0, le=1000, description="environments kept warm ahead of traffic")
+    memory_mb: StrictInt = Field(
+        2048, ge=128, le=10240, description="function memory, 128..10240 MB (sets its vCPU share)"
+    )
+    concurrency: StrictInt = Field(2, ge=1, le=1000, description="reserved concurrency: environments at once")
+    prewarm: StrictInt = Field(2, ge=0, le=1000, description="environments kept warm ahead of traffic")
 
     @model_validator(mode="after")
     def _prewarm_fits(self) -> LambdaConfig:
@@ -129,9 +152,11 @@ class LambdaConfig(_Section):
 class BatchingConfig(_Section):
     """The workers' batching knobs, fixed until the controller sets them per (variant, type)."""
 
-    max_batch_size: int = Field(8, ge=1, le=4096, description="rows per batch at most")
-    batch_timeout_ms: float = Field(5.0, ge=0, le=60_000, description="longest a batch's first request waits (ms)")
-    max_queue: int = Field(
+    max_batch_size: StrictInt = Field(8, ge=1, le=4096, description="rows per batch at most")
+    batch_timeout_ms: StrictFloat = Field(
+        5.0, ge=0, le=60_000, description="longest a batch's first request waits (ms)"
+    )
+    max_queue: StrictInt = Field(
         256,
         ge=1,
         le=1_000_000,
@@ -142,10 +167,10 @@ class BatchingConfig(_Section):
 class ControllerConfig(_Section):
     """The proactive controller's loop: forecast every interval, plan over the horizon, act."""
 
-    interval_s: float = Field(60.0, ge=1, le=3600, description="Δ: seconds between control steps")
-    horizon_steps: int = Field(10, ge=1, le=120, description="steps the planner looks ahead")
+    interval_s: StrictFloat = Field(60.0, ge=1, le=3600, description="Δ: seconds between control steps")
+    horizon_steps: StrictInt = Field(10, ge=1, le=120, description="steps the planner looks ahead")
     planner: str = Field("milp", description="the fleet planner: milp or mark_greedy")
-    forecast_quantile: float = Field(0.9, description="the forecast quantile the planner provisions for")
+    forecast_quantile: StrictFloat = Field(0.9, description="the forecast quantile the planner provisions for")
 
     @field_validator("planner")
     @classmethod
@@ -181,9 +206,10 @@ class FrontDoorSettings(_Section):
     """The front door clients call (KServe v2 / Triton HTTP)."""
 
     host: str = Field("127.0.0.1", min_length=1, description="interface to listen on (loopback by default)")
-    port: int = Field(8080, ge=0, le=65535, description="port (0 = any free port)")
+    port: StrictInt = Field(8080, ge=0, le=65535, description="port (0 = any free port)")
     api_key_sha256: list[str] = Field(
         default_factory=list,
+        max_length=MAX_LIST,
         description="SHA-256 hex digests of the accepted API keys (never the keys); empty = no key required",
     )
 
@@ -203,10 +229,10 @@ class LocalBackend(_Section):
     """The embedded local cloud: instances are worker processes on this machine, Lambda a process pool."""
 
     name: Literal["local"] = "local"
-    time_factor: float = Field(
-        0.1, gt=0, le=100, description="real seconds per virtual second (0.1: ten virtual seconds per real second)"
+    time_factor: StrictFloat = Field(
+        0.1, ge=0.001, le=100, description="real seconds per virtual second (0.1: ten virtual seconds per real second)"
     )
-    instance_threads: int | None = Field(
+    instance_threads: StrictInt | None = Field(
         None, ge=1, le=256, description="cap on onnxruntime threads per instance (default: half this machine's cores)"
     )
 
@@ -222,8 +248,26 @@ class AwsBackend(_Section):
     profile_name: str | None = Field(
         None, description="named profile from ~/.aws/config (default: the credential chain)"
     )
-    subnet_ids: list[str] = Field(default_factory=list, description="subnets for worker instances")
-    model_bucket: str | None = Field(None, description="S3 bucket holding the model artifacts")
+    subnet_ids: list[str] = Field(default_factory=list, max_length=MAX_LIST, description="subnets for worker instances")
+    model_bucket: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="S3 bucket holding the model artifacts (an S3 bucket name)",
+    )
+
+    _unique_subnets = field_validator("subnet_ids")(lambda v: _unique(v))
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        url = urlsplit(v)
+        if url.username or url.password:
+            raise ValueError("credentials never go in the deployment config (drop the user:password@ part)")
+        if not url.hostname:
+            raise ValueError("needs a host, e.g. http://localhost:4566")
+        return v
 
 
 Backend = Annotated[LocalBackend | AwsBackend, Field(discriminator="name")]
@@ -238,7 +282,7 @@ class DeploymentConfig(_Section):
         description="deployment name: tags every cloud resource (lowercase letters, digits, '-'; <= 40)",
     )
     models: list[str] = Field(
-        default_factory=lambda: ["mobilenet_v2"], min_length=1, description="model variants served"
+        default_factory=lambda: ["mobilenet_v2"], min_length=1, max_length=MAX_LIST, description="model variants served"
     )
     slo: Slo = Field(default_factory=Slo, description="the latency SLO")
     fleet: FleetConfig = Field(default_factory=FleetConfig)
@@ -248,13 +292,18 @@ class DeploymentConfig(_Section):
     frontdoor: FrontDoorSettings = Field(default_factory=FrontDoorSettings)
     backend: Backend = Field(default_factory=LocalBackend, description="where it runs: local (default) or aws")
 
-    @field_validator("models")
+    _unique_models = field_validator("models")(lambda v: _unique(v))
+
+    @model_validator(mode="before")
     @classmethod
-    def _unique_models(cls, v: list[str]) -> list[str]:
-        repeated = sorted({m for m in v if v.count(m) > 1})
-        if repeated:
-            raise ValueError(f"listed more than once: {', '.join(repeated)}")
-        return v
+    def _default_backend(cls, data: Any) -> Any:
+        """An empty section is its defaults; a backend section without ``name`` is the local one (every
+        field is optional)."""
+        if isinstance(data, dict):
+            data = {k: {} if v is None and k not in ("name", "models") else v for k, v in data.items()}
+        if isinstance(data, dict) and isinstance(data.get("backend"), dict) and "name" not in data["backend"]:
+            data = {**data, "backend": {"name": "local", **data["backend"]}}
+        return data
 
     def problems_with(self, catalog: Catalog) -> list[tuple[str, str]]:
         """What this config asks that the price catalog cannot give: ``(field path, message)`` pairs."""
@@ -284,7 +333,7 @@ def _problems(e: ValidationError) -> list[tuple[str, str]]:
         raw = [p for p in err["loc"] if not str(p).startswith(("function-after", "tagged-union"))]
         # A tagged union puts its tag in the path (backend.aws.region): users wrote backend.region.
         shown = [p for i, p in enumerate(raw) if not (i > 0 and raw[i - 1] == "backend" and p in ("local", "aws"))]
-        loc = ".".join(str(p) for p in shown)
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in shown).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -299,8 +348,11 @@ def _problems(e: ValidationError) -> list[tuple[str, str]]:
             )
         elif kind == "union_tag_invalid":
             msg = f"unknown backend; choose local or aws (got {err.get('ctx', {}).get('tag', '?')!r})"
+        elif kind == "finite_number":
+            msg = "must be a finite number"
         elif kind not in ("value_error", "missing") and not isinstance(err.get("input"), dict | list):
-            msg = f"{msg} (got {err['input']!r})"
+            if not any(_CREDENTIAL_KEYS.search(str(p)) or "key" in str(p) for p in raw):
+                msg = f"{msg} (got {err['input']!r})"  # never echo what may be a key
         out.append((loc, msg))
     return out
 
@@ -348,6 +400,31 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> DeploymentC
         raise ConfigError(source, _problems(e)) from None
 
 
+class DuplicateKey(ValueError):
+    """A mapping names the same key twice: the file says two things, so neither is taken."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise DuplicateKey(f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1}) if len(set(keys)) != len(keys) else []
+    if repeated:
+        raise DuplicateKey(f"key {repeated[0]!r} appears twice in one object")
+    return dict(pairs)
+
+
 def load_config(path: str | Path) -> DeploymentConfig:
     """Read and validate a deployment config file (``.yaml``/``.yml``, ``.toml`` or ``.json``).
 
@@ -359,23 +436,31 @@ def load_config(path: str | Path) -> DeploymentConfig:
     if p.suffix.lower() not in SUFFIXES:
         raise ConfigError(str(p), [("", f"unknown format {p.suffix or '(none)'!r}: use one of {', '.join(SUFFIXES)}")])
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [("", f"not UTF-8 text (byte {e.start})")]) from None
     except FileNotFoundError:
         raise ConfigError(str(p), [("", "no such file (`mark config example > deploy.yaml` writes one)")]) from None
     except OSError as e:
         raise ConfigError(str(p), [("", f"cannot read it: {e.strerror}")]) from None
+    kind = p.suffix.lstrip(".").upper().replace("YML", "YAML")
     try:
         if p.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
+            data = tomllib.loads(text)  # refuses repeated keys itself
         elif p.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_json_object)
         else:
-            data = yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(str(p), [("", f"not valid {p.suffix.lstrip('.').upper()}: {e}")]) from None
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, DuplicateKey) as e:
+        raise ConfigError(str(p), [("", f"not valid {kind}: {e}")]) from None
+    except RecursionError:
+        raise ConfigError(str(p), [("", f"not a config: nested too deeply to be valid {kind}")]) from None
     if data is None:
         data = {}
-    return parse_config(data, str(p))
+    try:
+        return parse_config(data, str(p))
+    except RecursionError:
+        raise ConfigError(str(p), [("", "not a config: nested too deeply")]) from None
 
 
 def with_overrides(
@@ -398,14 +483,21 @@ def with_overrides(
     try:
         return DeploymentConfig.model_validate(data)
     except ValidationError as e:
-        origins = origins or {}
         problems = []
         for loc, msg in _problems(e):
-            flag = next(
-                (f for p, f in origins.items() if p == loc or loc.startswith(p + ".") or p.startswith(loc + ".")), None
-            )
-            problems.append((f"{loc} (from {flag})" if flag else loc, msg))
+            flags = _flags_behind(loc, msg, origins or {})
+            problems.append((f"{loc} (from {', '.join(flags)})" if flags else loc, msg))
         raise ConfigError("the command line", problems) from None
+
+
+def _flags_behind(loc: str, msg: str, origins: Mapping[str, str]) -> list[str]:
+    """The flags that set the field at ``loc``; for a rule across a section's fields (``lambda``:
+    "prewarm (9) exceeds concurrency (4)"), the flags that set a field the message names."""
+    if loc in origins:
+        return [origins[loc]]
+    inside = {p: f for p, f in origins.items() if p.startswith(loc + ".")}
+    named = [f for p, f in inside.items() if re.search(rf"\b{re.escape(p.rsplit('.', 1)[-1])}\b", msg)]
+    return list(dict.fromkeys(named))
 
 
 def _yaml_scalar(v: Any) -> str:

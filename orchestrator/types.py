@@ -8,8 +8,13 @@ so they compare equal to their EC2-style values
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+# Numbers in configs: a boolean or a numeric string is refused (YAML's `true` is not 1), an int is a float.
+StrictInt = Annotated[int, Strict()]
+StrictFloat = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
 class Market(enum.StrEnum):
@@ -38,9 +43,11 @@ class Slo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rt_max_ms: float = Field(200.0, gt=0, le=60_000, description="RTmax: the latency bound (ms)")
-    sl_min: float = Field(0.98, gt=0, lt=1, description="SLmin: the share of requests within RTmax, e.g. 0.98")
-    epsilon_ms: float = Field(5.0, ge=0, description="network and dispatch margin kept out of RTmax (ms)")
+    rt_max_ms: StrictFloat = Field(200.0, gt=0, le=60_000, description="RTmax: the latency bound (ms)")
+    sl_min: StrictFloat = Field(0.98, gt=0, lt=1, description="SLmin: the share of requests within RTmax, e.g. 0.98")
+    epsilon_ms: StrictFloat = Field(
+        5.0, ge=0, le=60_000, description="network and dispatch margin kept out of RTmax (ms)"
+    )
 
     @model_validator(mode="after")
     def _margin_fits(self) -> Slo:

@@ -25,3 +25,15 @@ def number_arg(ok: Callable[[float], bool], what: str) -> Callable[[str], float]
 positive_ms = number_arg(lambda v: v > 0, "a number of milliseconds > 0")
 non_negative_ms = number_arg(lambda v: v >= 0, "a number of milliseconds >= 0")
 fraction = number_arg(lambda v: 0 < v < 1, "strictly between 0 and 1 (e.g. 0.98)")
+positive = number_arg(lambda v: v > 0, "a number > 0")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return v

@@ -52,16 +52,29 @@ def deployment_from_args(args: argparse.Namespace) -> DeploymentConfig:
             continue
         updates[path] = convert(value) if convert else value
         origins[path] = flag
+    if getattr(args, "no_lambda", None):
+        moot = [
+            RUN_FLAGS[d][1]
+            for d in ("lambda_concurrency", "lambda_memory_mb", "lambda_prewarm")
+            if getattr(args, d, None) is not None
+        ]
+        if moot:
+            raise ConfigError(
+                "the command line",
+                [("lambda.enabled (from --no-lambda)", f"{', '.join(moot)} would have no effect with --no-lambda")],
+            )
     if "fleet.instance_types" in updates:
         updates["fleet.initial_type"] = None
-        origins["fleet.initial_type"] = "--type"
-    if updates.get("fleet.initial_instances", 0) > base.fleet.max_instances:
-        updates["fleet.max_instances"] = updates["fleet.initial_instances"]
-    if updates.get("fleet.initial_instances", base.fleet.min_instances) < base.fleet.min_instances:
-        updates["fleet.min_instances"] = updates["fleet.initial_instances"]
-    if "lambda.concurrency" in updates and "lambda.prewarm" not in updates:
+    n = updates.get("fleet.initial_instances")
+    if isinstance(n, int) and n >= 0:  # asking for N instances means it: widen the bounds to N
+        if n > base.fleet.max_instances:
+            updates["fleet.max_instances"] = n
+        if n < base.fleet.min_instances:
+            updates["fleet.min_instances"] = n
+    c = updates.get("lambda.concurrency")
+    if isinstance(c, int) and c >= 1 and "lambda.prewarm" not in updates:
         # fewer environments than the file pre-warms: pre-warm them all, not an error
-        updates["lambda.prewarm"] = min(base.lambda_.prewarm, updates["lambda.concurrency"])
+        updates["lambda.prewarm"] = min(base.lambda_.prewarm, c)
     if not updates:
         return base
     return with_overrides(base, updates, origins)
@@ -72,8 +85,9 @@ def cmd_config_example(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(config: DeploymentConfig) -> list[tuple[str, str]]:
-    """What the catalog and the measured latency profiles say about a valid config."""
+def check_deployment(config: DeploymentConfig) -> list[tuple[str, str]]:
+    """What the catalog, the backend and the measured latency profiles say about a valid config:
+    ``(field path, message)`` pairs, empty when it can run."""
     from orchestrator.economics.catalog import load_catalog
     from orchestrator.economics.latency_profiles import ProfileError, layout_batches, profile_for
 
@@ -82,8 +96,9 @@ def _check(config: DeploymentConfig) -> list[tuple[str, str]]:
     if problems:
         return problems
     if config.backend.name == "local":
-        from orchestrator.cloud.local.backend import instance_types
+        from orchestrator.cloud.local.backend import instance_types, problems_with
 
+        problems += problems_with(config)
         threads = sorted({s.threads for s in instance_types(config, catalog)})
         for i, model in enumerate(config.models):
             for n in threads:
@@ -107,14 +122,14 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    problems = _check(config)
+    problems = check_deployment(config)
     if problems:
         print(f"error: {ConfigError(args.file, problems)}", file=sys.stderr)
         return 2
     f = config.fleet
     print(
         f"{args.file}: valid. {config.name}: {', '.join(config.models)} within {config.slo.rt_max_ms:g} ms for "
-        f"{config.slo.sl_min:.4g} of requests; {', '.join(f.instance_types)} "
+        f"{config.slo.sl_min:.4%} of requests; {', '.join(f.instance_types)} "
         f"({', '.join(m.value for m in f.markets)}), "
         f"{f.min_instances}..{f.max_instances} instances; Lambda "
         f"{f'{config.lambda_.memory_mb} MB x {config.lambda_.concurrency}' if config.lambda_.enabled else 'off'}; "
@@ -131,6 +146,10 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         config = deployment_from_args(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    problems = check_deployment(config)
+    if problems:
+        print(f"error: {ConfigError(args.config or 'the command line', problems)}", file=sys.stderr)
         return 2
     sys.stdout.write(yaml.safe_dump(config.model_dump(by_alias=True, mode="json"), sort_keys=False))
     return 0

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from inference.errors import InferenceError
-from orchestrator.cli.args import fraction, non_negative_ms, positive_ms
+from orchestrator.cli.args import fraction, non_negative_ms, positive, positive_int, positive_ms
 from orchestrator.cli.config import add_config_parser, add_run_config_flags
+from orchestrator.cloud.base import CapacityError
 
 DEFAULT_MODEL = "mobilenet_v2"  # `mark run`: a real ImageNet model, built on first use
 # sklearn's digits image 0 (a handwritten "0"), so the printed curl command returns a real answer.
@@ -32,6 +33,20 @@ def cmd_zoo_build(args: argparse.Namespace) -> int:
     for fam in families:
         if fam not in FAMILIES:
             print(f"error: unknown family {fam!r}; choose from {', '.join(FAMILIES)}", file=sys.stderr)
+            return 2
+    if args.only:
+        from inference.zoo import digits
+        from inference.zoo.imagenet_variants import VARIANTS as IMAGENET
+
+        names = {"digits": [v.name for v in digits.VARIANTS], "imagenet": list(IMAGENET)}
+        known = [n for fam in families for n in names[fam]]
+        unknown = [n for n in args.only if n not in known]
+        if unknown:
+            print(
+                f"error: --only: {', '.join(map(repr, unknown))} is not a variant of {', '.join(families)}; "
+                f"choose from {', '.join(known)}",
+                file=sys.stderr,
+            )
             return 2
     for fam in families:
         if fam == "digits":
@@ -178,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The local default: front door + local cloud + local Lambda, under a replayed workload."""
     import asyncio
 
-    from orchestrator.cli.config import deployment_from_args
+    from orchestrator.cli.config import check_deployment, deployment_from_args
     from orchestrator.cloud import registry
     from orchestrator.config import ConfigError
     from orchestrator.economics.catalog import load_catalog
@@ -188,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     deployment = deployment_from_args(args)  # ConfigError (a ValueError) names each bad field and flag
     repo = _repo(args)
     catalog = load_catalog()
-    problems = deployment.problems_with(catalog)
+    problems = check_deployment(deployment)
     if problems:
         raise ConfigError(args.config or "the command line", problems)
     for i, model in enumerate(deployment.models):
@@ -200,6 +215,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not config.initial_instances and function is None:
+        print("[run] WARNING: no instance and no Lambda: every request will be answered 503", file=sys.stderr)
     if args.serve:
         return _serve(config, function, catalog, api_keys)
     if args.trace:
@@ -219,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[run] {config.models[0]} on a static fleet of {config.initial_instances} x {config.instance_type} "
         f"(no controller yet){' + local Lambda' if function is not None else ', no Lambda'}; {len(rates)} virtual "
         f"seconds at time factor {config.time_factor:g} (~{len(rates) * config.time_factor:.0f} s); SLO "
-        f"{config.rt_max_ms:g} ms for {deployment.slo.sl_min:.0%}; front door http://{config.host}:{config.port}",
+        f"{config.rt_max_ms:g} ms for {deployment.slo.sl_min * 100:g}%; front door http://{config.host}:{config.port}",
         file=sys.stderr,
     )
 
@@ -255,10 +272,12 @@ def _serve(config, function, catalog, api_keys) -> int:  # type: ignore[no-untyp
     from orchestrator.runtime.local_stack import LocalStack
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        # Ctrl-C or SIGTERM cancels serving, also while instances still boot; LocalStack's exit then
+        # finishes accepted requests and stops every process it started.
+        task = asyncio.current_task()
+        assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
         async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
             await stack.wait_running(config.initial_instances, timeout_s=120)
             base = f"http://{config.host}:{stack.port}"
@@ -277,9 +296,12 @@ def _serve(config, function, catalog, api_keys) -> int:  # type: ignore[no-untyp
                 "Ctrl-C stops everything (accepted requests are finished first).\n",
                 flush=True,
             )
-            await stop.wait()
+            await asyncio.Event().wait()  # until cancelled
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        print("\n[run] stopped: every process this run started has been stopped", file=sys.stderr)
     return 0
 
 
@@ -408,11 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_config_flags(r)
     r.add_argument("--serve", action="store_true", help="just serve until Ctrl-C (no workload)")
     r.add_argument("--trace", default=None, help="per-second counts file or per-minute CSV (default: built-in shape)")
-    r.add_argument("--scale", type=float, default=1.0, help="multiply the workload's rates")
+    r.add_argument("--scale", type=positive, default=1.0, help="multiply the workload's rates")
     r.add_argument(
         "--shape", default="20,60,130", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
     )
-    r.add_argument("--seconds", type=int, default=600, help="virtual seconds of workload")
+    r.add_argument("--seconds", type=positive_int, default=600, help="virtual seconds of workload")
     r.add_argument(
         "--api-key-sha256",
         action="append",
@@ -454,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (InferenceError, FileNotFoundError, ValueError) as e:
+    except (InferenceError, OSError, ValueError, CapacityError) as e:
         msg = e.message if isinstance(e, InferenceError) else str(e)
         print(f"error: {msg}", file=sys.stderr)
         code = 2

@@ -80,6 +80,7 @@ class FunctionStats:
     deaths: int
     billed_ms: int
     billed_gb_seconds: float
+    memory_mb: int  # the function's configured memory
 
 
 class FunctionBackend(Protocol):

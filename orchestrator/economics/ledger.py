@@ -97,8 +97,8 @@ class CostLedger:
         self._running: dict[str, _Launch] = {}
         self._stopped_at: dict[str, float] = {}  # last stop of ids not running now, for error messages
         self._last_event_s = -math.inf
-        self._lambda_mb_ms: dict[str, int] = {arch: 0 for arch in ARCHITECTURES}
-        self._lambda_invocations = 0
+        self._lambda_mb_ms: dict[str, float] = {arch: 0.0 for arch in ARCHITECTURES}
+        self._lambda_invocations = 0.0
         self._requests: dict[str, int] = {route: 0 for route in ROUTES}
 
     # --- instances ---------------------------------------------------------------------------
@@ -148,8 +148,20 @@ class CostLedger:
 
     # --- Lambda and requests -----------------------------------------------------------------
 
-    def lambda_invocation(self, billed_duration_ms: int, memory_mb: int, architecture: str = "x86_64") -> None:
-        """Bill one invocation: Lambda's 'Billed Duration' (whole ms) at the function's memory size."""
+    def lambda_invocation(
+        self, billed_duration_ms: int, memory_mb: int, architecture: str = "x86_64", weight: float = 1.0
+    ) -> None:
+        """Bill one invocation: Lambda's 'Billed Duration' (whole ms) at the function's memory size.
+
+        ``weight``: how many invocations this one stands for (a replay compressed by a time factor f
+        sends one request for 1/f of the workload it replays, as its instances bill virtual seconds).
+        """
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not (math.isfinite(weight) and weight > 0)
+        ):
+            raise LedgerError(f"weight must be a finite number > 0, got {weight!r}")
         if isinstance(billed_duration_ms, bool) or not isinstance(billed_duration_ms, int) or billed_duration_ms < 1:
             raise LedgerError(
                 "billed_duration_ms must be a whole number of milliseconds >= 1 (Lambda rounds up to 1 ms), "
@@ -162,8 +174,8 @@ class CostLedger:
             raise LedgerError(
                 f"architecture must be one of {', '.join(map(repr, ARCHITECTURES))}, got {architecture!r}"
             )
-        self._lambda_mb_ms[architecture] += billed_duration_ms * memory_mb
-        self._lambda_invocations += 1
+        self._lambda_mb_ms[architecture] += billed_duration_ms * memory_mb * weight
+        self._lambda_invocations += weight
 
     def requests(self, route: str, n: int = 1) -> None:
         """Count ``n`` requests answered via ``route`` ('instance' or 'lambda')."""
@@ -211,7 +223,7 @@ class CostLedger:
             usd_per_million_requests=total / served * 1_000_000 if served else None,
             instance_seconds=math.fsum(billed_s),
             lambda_gb_seconds=math.fsum(mb_ms / 1024 / 1000 for mb_ms in self._lambda_mb_ms.values()),
-            lambda_invocations=self._lambda_invocations,
+            lambda_invocations=round(self._lambda_invocations),
             instances_running=len(self._running),
         )
 

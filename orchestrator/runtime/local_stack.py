@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -142,6 +143,7 @@ class LocalStack:
         )
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
         self.port = config.port
 
     async def __aenter__(self) -> LocalStack:
@@ -157,6 +159,15 @@ class LocalStack:
 
     async def start(self) -> None:
         c = self.config
+        try:  # bind first: a taken port is an error now, before any process starts
+            sock = socket.create_server((c.host, c.port), family=socket.AF_INET6 if ":" in c.host else socket.AF_INET)
+        except OSError as e:
+            raise OSError(
+                e.errno,
+                f"the front door could not listen on {c.host}:{c.port} ({e.strerror}): choose another with --port "
+                "or frontdoor.port (0 = any free port)",
+            ) from None
+        self._socket = sock
         if self.function is not None:
             await self.function.start()
         if c.initial_instances:
@@ -177,11 +188,11 @@ class LocalStack:
                 server_header=False,
             )
         )
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
-                self._task.result()  # raises the bind error
-                raise RuntimeError(f"front door could not start on {c.host}:{c.port}")
+                self._task.result()  # raises what stopped it
+                raise RuntimeError(f"the front door stopped while starting on {c.host}:{c.port}")
             await asyncio.sleep(0.01)
         self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
 
@@ -204,3 +215,5 @@ class LocalStack:
         if self.function is not None:
             await self.function.stop()
         await self.cloud.close()
+        if self._socket is not None:
+            self._socket.close()

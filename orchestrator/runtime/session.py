@@ -68,7 +68,7 @@ class RunReport:
     def _attainment(self, att: float | None) -> str:
         if att is None:
             return "-"
-        return f"{att:.2%}  (target {self.sl_min:.0%}: {'met' if att >= self.sl_min else 'MISSED'})"
+        return f"{att:.2%}  (target {self.sl_min * 100:g}%: {'met' if att >= self.sl_min else 'MISSED'})"
 
     def render(self) -> str:
         s, c = self.stats, self.cost
@@ -186,7 +186,11 @@ async def run_workload(
     # The fleet is static until the controller lands (issue 13): what the burst does to it is reported.
     burst = burst_window(rates)
     async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
-        stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb)
+        # each request sent stands for 1 / time_factor of the workload, as instances bill virtual seconds
+        weight = 1.0 / config.time_factor
+        stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(
+            res.billed_duration_ms, res.memory_mb, weight=weight
+        )
 
         def cost_now() -> dict[str, float]:
             snap = ledger.snapshot(stack.cloud.now())
@@ -194,8 +198,8 @@ async def run_workload(
 
         stack.frontdoor.cost = cost_now  # /metrics shows cost so far
         await stack.wait_running(config.initial_instances, timeout_s=120)
-        if lambda_prewarm and function is not None:
-            await function.prewarm(lambda_prewarm)  # a static stand-in for the planner's pre-warm decision (issue 4)
+        if lambda_prewarm and function is not None:  # a static stand-in for the planner's pre-warm decision
+            await _prewarm(function, lambda_prewarm, ledger)
         repo = ModelRepository(config.repository)
         payloads = sample_payloads(repo, config.models[0])
         if api_keys is not None:  # the built-in load sender gets a key of its own, for this run only
@@ -240,6 +244,19 @@ async def run_workload(
         len(stack.cloud.instances()),
         dict(stack.dispatcher.decisions),
     )
+
+
+async def _prewarm(function: FunctionBackend, count: int, ledger: CostLedger) -> None:
+    """Warm ``count`` environments and bill the pings (each INIT + 1 ms) in the run's ledger. Not scaled
+    by the time factor: a deployment pays them once, whatever its traffic."""
+    before = function.stats()
+    await function.prewarm(count)
+    after = function.stats()
+    pings = after.invocations - before.invocations
+    if pings:
+        billed_ms = after.billed_ms - before.billed_ms
+        for i in range(pings):  # split the billed ms over the pings, whole ms each, summing exactly
+            ledger.lambda_invocation(billed_ms // pings + (1 if i < billed_ms % pings else 0), after.memory_mb)
 
 
 def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger, wall: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,20 @@ def test_lambda_invocations_gb_seconds_and_requests(catalog: Catalog) -> None:
     assert snap.lambda_request_usd == pytest.approx(0.0002, rel=1e-12)
     assert snap.total_usd == pytest.approx(0.004200008, rel=1e-12)
     assert snap.lambda_usd == pytest.approx(0.004200008, rel=1e-12)
+
+
+def test_a_weighted_invocation_bills_as_that_many(catalog: Catalog) -> None:
+    """A replay compressed by time factor 0.1 sends one request for ten: 100 invocations of weight 10
+    cost what 1000 do (the figures of the test above), and a bad weight is refused."""
+    ledger = CostLedger(catalog)
+    for _ in range(100):
+        ledger.lambda_invocation(120, 2048, weight=10.0)
+    snap = ledger.snapshot(0.0)
+    assert snap.lambda_invocations == 1000 and snap.lambda_gb_seconds == pytest.approx(240.0, rel=1e-12)
+    assert snap.lambda_usd == pytest.approx(0.004200008, rel=1e-12)
+    for bad in (0, -1.0, math.nan, True):
+        with pytest.raises(LedgerError, match="weight must be a finite number > 0"):
+            ledger.lambda_invocation(120, 2048, weight=bad)  # type: ignore[arg-type]
 
 
 def test_lambda_arm64_price(catalog: Catalog) -> None:

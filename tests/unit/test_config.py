@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -253,7 +254,7 @@ def test_the_local_backend_turns_the_config_into_type_specs_and_a_function() -> 
     ("argv", "message"),
     [
         (["--type", "c9.huge"], "fleet.instance_types: unknown instance type 'c9.huge'; the catalog knows: c5.2xlarge"),
-        (["--model", "nope"], "models[0]: unknown model 'nope': not in the model repository"),
+        (["--model", "nope"], "models[0]: unknown model 'nope': no latency profile under"),
         (["--instances", "-1"], "fleet.initial_instances (from --instances): Input should be greater than or equal"),
     ],
 )
@@ -267,3 +268,118 @@ def test_mark_run_refuses_a_bad_deployment_before_starting_anything(
     assert e.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()  # nothing was built
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "dup.yaml",
+            "slo: {rt_max_ms: 100}\nslo: {sl_min: 0.5}\n",
+            "not valid YAML: key 'slo' appears twice in one mapping (line 2)",
+        ),
+        ("dup.json", '{"lambda": {"concurrency": 4}, "lambda": {}}', "not valid JSON: key 'lambda' appears twice"),
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("deep.yaml", "models: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ],
+)
+def test_a_file_that_says_two_things_or_is_not_a_config_is_refused(
+    name: str, text: str, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_non_utf8_is_named_with_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: 1 problem\n  not UTF-8 text \(byte 6\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"fleet": {"max_instances": True}}, [("fleet.max_instances", "Input should be a valid integer (got True)")]),
+        ({"slo": {"rt_max_ms": True}}, [("slo.rt_max_ms", "Input should be a valid number (got True)")]),
+        ({"slo": {"rt_max_ms": "200"}}, [("slo.rt_max_ms", "Input should be a valid number (got '200')")]),
+        ({"slo": {"rt_max_ms": float("nan")}}, [("slo.rt_max_ms", "must be a finite number")]),
+        (
+            {"backend": {"time_factor": 1e-300}},
+            [("backend.time_factor", "Input should be greater than or equal to 0.001 (got 1e-300)")],
+        ),
+        (
+            {"frontdoor": {"api_key_sha256": "mysecretkey"}},
+            [("frontdoor.api_key_sha256", "Input should be a valid list")],
+        ),
+        ({"models": ["a", ["b"]]}, [("models[1]", "Input should be a valid string")]),
+        (
+            {"backend": {"name": "aws", "endpoint_url": "http://AKIA:pw@localhost:4566"}},
+            [("backend.endpoint_url", "credentials never go in the deployment config (drop the user:password@ part)")],
+        ),
+        (
+            {"backend": {"name": "aws", "endpoint_url": "http://"}},
+            [("backend.endpoint_url", "needs a host, e.g. http://localhost:4566")],
+        ),
+        (
+            {"backend": {"name": "aws", "model_bucket": "Not A Bucket!!"}},
+            [
+                (
+                    "backend.model_bucket",
+                    "S3 bucket holding the model artifacts (an S3 bucket name) (got 'Not A Bucket!!')",
+                )
+            ],
+        ),
+        ({"models": ["m"] * 65}, [("models", "List should have at most 64 items after validation, not 65")]),
+    ],
+)
+def test_booleans_strings_and_secrets_are_not_numbers_or_urls(data: dict, expected: list[tuple[str, str]]) -> None:
+    assert problems(data) == expected
+
+
+def test_a_backend_section_without_a_name_is_the_local_one_and_an_empty_section_is_the_defaults() -> None:
+    assert parse_config({"backend": {"time_factor": 0.5}}).backend == LocalBackend(time_factor=0.5)
+    assert parse_config({"backend": None, "slo": None}) == DeploymentConfig()
+    found = problems({"backend": {"region": "mars", "aws_secret_access_key": "x"}})
+    assert [loc for loc, _ in found] == ["backend.region", "backend.aws_secret_access_key"]  # both, not one
+
+
+def test_a_rule_across_fields_names_the_flags_it_involves(tmp_path: Path) -> None:
+    from orchestrator.cli.config import deployment_from_args
+
+    path = tmp_path / "d.yaml"
+    path.write_text("lambda: {concurrency: 4, prewarm: 4}\nfleet: {markets: [on-demand]}\n")
+    with pytest.raises(ConfigError) as e:
+        deployment_from_args(run_args("--config", str(path), "--lambda-memory-mb", "1024", "--lambda-prewarm", "9"))
+    assert e.value.problems == [("lambda (from --lambda-prewarm)", "prewarm (9) exceeds concurrency (4)")]
+    with pytest.raises(ConfigError) as e:
+        deployment_from_args(run_args("--config", str(path), "--market", "spot"))
+    assert e.value.problems == [("fleet (from --market)", "initial_market 'spot' is not among markets (on-demand)")]
+    with pytest.raises(ConfigError) as e:
+        deployment_from_args(run_args("--instances", "-1"))
+    assert [loc for loc, _ in e.value.problems] == ["fleet.initial_instances (from --instances)"]
+    with pytest.raises(ConfigError, match="--lambda-prewarm would have no effect with --no-lambda"):
+        deployment_from_args(run_args("--no-lambda", "--lambda-prewarm", "3"))
+
+
+def test_the_local_backend_refuses_more_instances_than_this_machine_holds() -> None:
+    from orchestrator.cli.config import check_deployment
+    from orchestrator.cloud.local.instances import machine_instance_cap
+
+    cap = machine_instance_cap()
+    d = DeploymentConfig(models=["digits_mlp_small"], fleet={"max_instances": cap + 1, "initial_instances": cap + 1})  # type: ignore[arg-type]
+    assert check_deployment(d) == [
+        (
+            "fleet.initial_instances",
+            f"{cap + 1} instances: the local backend runs at most {cap} on this machine (its memory and cores)",
+        )
+    ]
+    assert check_deployment(d.model_copy(update={"fleet": d.fleet.model_copy(update={"initial_instances": cap})})) == []
+
+
+def test_problems_are_capped_in_the_message() -> None:
+    e = ConfigError("f.yaml", [(f"models[{i}]", "bad") for i in range(30)])
+    lines = str(e).splitlines()
+    assert lines[0] == "f.yaml: 30 problems" and lines[-1] == "  ... and 5 more" and len(lines) == 27

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.cloud.local.instances import InstanceTypeSpec, local_threads
+from orchestrator.cloud.local.instances import InstanceTypeSpec, local_threads, machine_instance_cap
 from orchestrator.cloud.local.lambda_pool import LocalLambda, LocalLambdaConfig
 from orchestrator.config import DeploymentConfig, LocalBackend
 from orchestrator.economics.catalog import Catalog
@@ -36,6 +36,20 @@ def instance_types(deployment: DeploymentConfig, catalog: Catalog) -> tuple[Inst
     # default cap: half this machine's cores, leaving room for the local Lambda and the front door
     cap = _local(deployment).instance_threads or max(1, (os.cpu_count() or 2) // 2)
     return type_specs(catalog, names, cap)
+
+
+def problems_with(deployment: DeploymentConfig) -> list[tuple[str, str]]:
+    """What this machine cannot run of the deployment: ``(field path, message)`` pairs."""
+    cap = machine_instance_cap()
+    if deployment.fleet.initial_instances > cap:
+        return [
+            (
+                "fleet.initial_instances",
+                f"{deployment.fleet.initial_instances} instances: the local backend runs at most {cap} on this "
+                "machine (its memory and cores)",
+            )
+        ]
+    return []
 
 
 def open_function(deployment: DeploymentConfig, repository: str) -> LocalLambda | None:

@@ -175,6 +175,7 @@ class LocalLambda:
             deaths=self._deaths,
             billed_ms=self._billed_ms,
             billed_gb_seconds=self._billed_gb_s,
+            memory_mb=self.config.memory_mb,
         )
 
     def warm_idle(self) -> int:
