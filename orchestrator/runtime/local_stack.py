@@ -49,6 +49,21 @@ class StackConfig:
     max_instances: int | None = None  # None: what this machine can hold
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for the front door. Created with ``IPPROTO_TCP`` explicitly: asyncio sets
+    TCP_NODELAY only on connections whose socket says so, and without it every small answer waits for
+    the client's delayed ACK (~40 ms more per request, measured)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def stack_config(deployment: DeploymentConfig, catalog: Catalog, repository: str) -> StackConfig:
     """The local stack a deployment config describes (its backend must be ``local``).
 
@@ -160,7 +175,7 @@ class LocalStack:
     async def start(self) -> None:
         c = self.config
         try:  # bind first: a taken port is an error now, before any process starts
-            sock = socket.create_server((c.host, c.port), family=socket.AF_INET6 if ":" in c.host else socket.AF_INET)
+            sock = _listening_socket(c.host, c.port)
         except OSError as e:
             raise OSError(
                 e.errno,
