@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +63,10 @@ def test_mark_run_serve_builds_the_model_and_serves_through_the_front_door(tmp_p
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         deadline = time.monotonic() + 90
         ready = False
@@ -75,9 +80,15 @@ def test_mark_run_serve_builds_the_model_and_serves_through_the_front_door(tmp_p
         body, headers = encode_request({"input": x})
         r = httpx.post(f"http://127.0.0.1:{port}/v2/models/digits_mlp_small/infer", content=body, headers=headers)
         assert r.status_code == 200 and r.headers["x-mark-route"] == "instance"
+        # the banner follows readiness by up to one poll of the fleet: Ctrl-C before it would (rightly)
+        # stop the start-up without printing it
+        while time.monotonic() < deadline and not any("Ctrl-C stops everything" in line for line in lines):
+            time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(10)
+    out = "".join(lines)
     assert proc.returncode == 0, out
     assert f"curl -s -X POST http://127.0.0.1:{port}/v2/models/digits_mlp_small/infer" in out
     assert "building digits_mlp_small" in out
