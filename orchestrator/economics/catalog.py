@@ -258,6 +258,10 @@ class Catalog(_Model):
     def boot_seconds(self, instance_type: str) -> float:
         return self.instance(instance_type).boot_seconds.value
 
+    def sagemaker_usd_per_hour(self, instance_type: str) -> float:
+        """SageMaker real-time inference price of the ml.* twin of ``instance_type`` per hour (on-demand)."""
+        return self.instance(instance_type).sagemaker_realtime_usd_per_hour.value
+
     @property
     def min_billed_seconds(self) -> int:
         return self.ec2_billing.min_billed_seconds_per_launch.value
