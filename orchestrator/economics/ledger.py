@@ -103,16 +103,32 @@ class CostLedger:
 
     # --- instances ---------------------------------------------------------------------------
 
-    def instance_started(self, instance_id: str, instance_type: str, market: str, at_s: float) -> None:
-        """Start billing ``instance_id`` at ``at_s`` (when EC2 reports it running, or when launched)."""
+    def instance_started(
+        self, instance_id: str, instance_type: str, market: str, at_s: float, usd_per_hour: float | None = None
+    ) -> None:
+        """Start billing ``instance_id`` at ``at_s`` (when EC2 reports it running, or when launched).
+
+        ``usd_per_hour``: the hourly price to bill this launch at, for a service priced otherwise than
+        EC2 (the simulator's SageMaker baseline bills the catalog's ``sagemaker_realtime_usd_per_hour``);
+        None (the default): the catalog's EC2 price for ``(instance_type, market)``. The type and
+        market are validated against the catalog either way, and the 60 s minimum applies alike.
+        """
         at = _finite_time(at_s, "at_s")
-        usd_per_hour = self.catalog.price_usd_per_hour(instance_type, market)  # validates both
+        catalog_price = self.catalog.price_usd_per_hour(instance_type, market)  # validates both
+        if usd_per_hour is None:
+            usd_per_hour = catalog_price
+        elif (
+            isinstance(usd_per_hour, bool)
+            or not isinstance(usd_per_hour, int | float)
+            or not (math.isfinite(usd_per_hour) and usd_per_hour >= 0)
+        ):
+            raise LedgerError(f"usd_per_hour must be a finite number >= 0 or None, got {usd_per_hour!r}")
         if not isinstance(instance_id, str) or not instance_id:
             raise LedgerError(f"instance_id must be a non-empty string, got {instance_id!r}")
         running = self._running.get(instance_id)
         if running is not None:
             raise LedgerError(f"instance {instance_id!r} is already running (started at t={running.start_s:g} s)")
-        launch = _Launch(instance_id, instance_type, market, usd_per_hour, at)
+        launch = _Launch(instance_id, instance_type, market, float(usd_per_hour), at)
         self._launches.append(launch)
         self._running[instance_id] = launch
         self._stopped_at.pop(instance_id, None)
