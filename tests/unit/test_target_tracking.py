@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ POLICY = TargetTrackingPolicy(target_value=T, min_capacity=1, max_capacity=50)
 
 
 def run(
-    policy: TargetTrackingPolicy, state: TrackingState, minutes: list[tuple[float, int]], start_s: float = 60.0
+    policy: TargetTrackingPolicy, state: TrackingState, minutes: Sequence[tuple[float, int]], start_s: float = 60.0
 ) -> list[TrackingDecision]:
     """Evaluate one datapoint a minute: (invocations, in service) for each, at start_s, start_s + 60, ..."""
     out = []
@@ -133,14 +134,15 @@ def test_min_and_max_capacity_bound_the_desired_capacity() -> None:
 def test_disable_scale_in_and_invalid_policies() -> None:
     policy = TargetTrackingPolicy(target_value=T, disable_scale_in=True)
     assert run(policy, initial_state(policy, 5), [(0, 5)] * 20)[-1].desired == 5
-    for bad in (
+    bad_policies: list[dict[str, Any]] = [
         {"target_value": 0.0},
         {"target_value": math.nan},
         {"target_value": T, "min_capacity": 3, "max_capacity": 2},
         {"target_value": T, "scale_in_ratio": 1.5},
         {"target_value": T, "scale_out_datapoints": 0},
         {"target_value": T, "scale_in_cooldown_s": -1.0},
-    ):
+    ]
+    for bad in bad_policies:
         with pytest.raises(TargetTrackingError):
             TargetTrackingPolicy(**bad)
     with pytest.raises(TargetTrackingError, match="invocations"):
