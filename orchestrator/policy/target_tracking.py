@@ -66,13 +66,14 @@ doc_source/application-auto-scaling-target-tracking.md):
   starting as part of the desired capacity at all times, so one that boots past the cooldown is
   never paid for twice: the two readings agree while start-up <= cooldown, and ours is the cheaper
   for SageMaker when it is not. (So with this metric the scale-out cooldown never binds beyond the
-  proportional rule; it is kept, and recorded, because that is AWS's rule.)
+  proportional rule; it is kept because it is AWS's rule, and a tick's reason says when a
+  scale-out happened during it.)
 - **Scale-in pace.** Slow by construction: 15 minutes below 0.9 x target, then at most one
   proportional step per scale-in cooldown.
 
 Not modelled (each would delay SageMaker's scale-outs, so leaving them out favours SageMaker):
-CloudWatch's delay in publishing a datapoint, and SageMaker refusing capacity changes while the
-endpoint is "Updating".
+CloudWatch's delay in publishing a datapoint, and any refusal by SageMaker to change the capacity
+while the endpoint is still "Updating" from the previous change (not documented either way here).
 """
 
 from __future__ import annotations
