@@ -2,25 +2,28 @@
 
 ``modules/proactive_controller.py`` in marcoszh/MArk-Project: walk the forecast; over each
 under-provisioned span add one instance of the type with the lowest cost per request over that span
-(price x span + launch overhead, launch overhead = boot seconds x price, divided by the requests it
-would actually serve there), repeat until covered; over an over-provisioned span remove the instance
+(price x span + launch overhead, launch overhead = boot seconds x price as published, or
+``PlanInput.launch_overhead_s`` x price (the public code: 180 s), divided by the requests it would
+actually serve there), repeat until covered; over an over-provisioned span remove the instance
 with the highest cost per request; running instances are already in the plan (zero overhead).
-Scale-in happens only for instances that none of the last k plans needed. MArk plans on-demand
-instances only and leaves Lambda to absorb what instances miss. The baseline ``milp`` must beat.
+Scale-in happens only for instances that none of the last k plans needed. MArk as published plans
+on-demand instances only and leaves Lambda to absorb what instances miss; its public code launches
+spot instances (``PlanInput.greedy_markets``). The baseline ``milp`` must beat.
 """
 
 from __future__ import annotations
 
 import math
 
-from orchestrator.policy.planning.problem import ON_DEMAND, Plan, PlanInput, Schedule, evaluate
+from orchestrator.policy.planning.problem import Plan, PlanInput, Schedule, evaluate
 
 
 def mark_greedy(inp: PlanInput) -> Plan:
-    """MArk's proactive heuristic (see the module docstring). On-demand pools only, as MArk."""
-    candidates = [i for i, p in enumerate(inp.pools) if p.market == ON_DEMAND]
+    """MArk's proactive heuristic (see the module docstring). Launches only into the pools of
+    ``inp.greedy_markets`` (default on-demand, as MArk published)."""
+    candidates = [i for i, p in enumerate(inp.pools) if p.market in inp.greedy_markets]
     if not candidates:
-        raise ValueError("mark_greedy needs at least one on-demand pool")
+        raise ValueError(f"mark_greedy needs at least one pool in {', '.join(inp.greedy_markets)}")
     return evaluate(inp, greedy_schedule(inp, greedy_counts(inp, candidates)), "mark_greedy")
 
 
@@ -38,7 +41,8 @@ def greedy_counts(inp: PlanInput, candidates: list[int]) -> list[list[int]]:
     def cost_per_request(i: int, t0: int, t1: int, res: list[float], launch: bool) -> float:
         p = inp.pools[i]
         span_s = max((t1 - t0) * dt, inp.min_billed_seconds)
-        total = p.usd_per_hour / 3600.0 * (span_s + (p.boot_seconds if launch else 0.0))
+        overhead_s = p.boot_seconds if inp.launch_overhead_s is None else inp.launch_overhead_s
+        total = p.usd_per_hour / 3600.0 * (span_s + (overhead_s if launch else 0.0))
         served = sum(min(max(r, 0.0), p.capacity_rps) for r in res[t0:t1]) * dt
         return total / served if served > 0 else math.inf
 

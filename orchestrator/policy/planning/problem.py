@@ -114,6 +114,11 @@ class PlanInput:
     recent_needs: tuple[tuple[tuple[str, str, int], ...], ...] = ()  # mark_greedy: last k plans' step-0 fleet
     prewarm_steps: int = 2  # Lambda pre-warm looks this many steps ahead
     max_spot_pools: int = 8  # milp: spot pools it may launch into when the risk budget binds
+    # mark_greedy: seconds of an instance's price a launch costs on top of its span (None: the pool's
+    # boot_seconds, as MArk published; MArk's public code charges a flat 180 s), and the markets it
+    # launches into (MArk as published: on-demand; MArk's public code: spot).
+    launch_overhead_s: float | None = None
+    greedy_markets: tuple[str, ...] = (ON_DEMAND,)
 
     def __post_init__(self) -> None:
         if not self.demand_rps:
@@ -157,6 +162,14 @@ class PlanInput:
                 raise ValueError(f"fleet instance {f.instance_id}: ready_in_s and launched_at_s must be finite")
         if not 0 <= self.spot_cover <= 1:
             raise ValueError(f"spot_cover must be in [0, 1], got {self.spot_cover}")
+        if self.launch_overhead_s is not None and not (
+            math.isfinite(self.launch_overhead_s) and self.launch_overhead_s >= 0
+        ):
+            raise ValueError(f"launch_overhead_s must be None or finite and >= 0, got {self.launch_overhead_s}")
+        if not self.greedy_markets or any(m not in (ON_DEMAND, SPOT) for m in self.greedy_markets):
+            raise ValueError(
+                f"greedy_markets must be one or more of {ON_DEMAND!r}, {SPOT!r}, got {self.greedy_markets}"
+            )
 
     @property
     def horizon(self) -> int:
