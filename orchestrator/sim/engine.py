@@ -9,9 +9,9 @@ not per request, plus the arrivals in a sorted array):
   environment that frees in time fits; else whichever answers earliest (a worker late, or Lambda);
   with every worker queue at its bound and Lambda unable to take it, an explicit rejection (503).
   The worker views are exactly ``WorkerView``'s (its ``predicted_completion_ms`` and
-  ``marginal_usd``, tabulated once per worker layout by outstanding count), so the fast loop here
-  is ``decide`` evaluated on those numbers; ``tests/sim/test_engine.py`` checks it against
-  ``decide`` itself on random states.
+  ``marginal_usd``, tabulated once per worker layout by outstanding count, so no view object is
+  built per request), and :meth:`ServingModel.choose` is ``decide`` evaluated on those numbers;
+  ``tests/sim/test_engine.py`` checks it against ``decide`` itself on random states.
 - **Workers**: one FIFO queue, ``slots`` servers; a batch goes by the worker's own rule,
   ``ec2_worker/discipline.batch_due`` (full, closing, backlog, timeout, deadline = arrival + RTmax,
   with the worker's EWMA ``ServiceTimeEstimate`` of completed batches). A batch of n rows takes a
@@ -54,7 +54,7 @@ import numpy as np
 
 from ec2_worker.discipline import DISPATCH_MARGIN_MS, ServiceTimeEstimate, batch_due
 from orchestrator.economics.ledger import CostLedger
-from orchestrator.policy.dispatch import WorkerView
+from orchestrator.policy.dispatch import LambdaView, WorkerView
 from orchestrator.sim.batch_queue import _per_size
 
 INSTANCE, LAMBDA, REJECTED = 0, 1, 2  # route codes
@@ -156,6 +156,7 @@ class _Worker:
         "inflight",
         "tab",
         "marg",
+        "line",
         "bound",
         "draining",
         "alive",
@@ -183,6 +184,7 @@ class _Worker:
         self.free_since: deque[float] = deque()
         self.tab: list[float] = []
         self.marg = 0.0
+        self.line = (0.0, 0.0)
 
 
 def _normals(rng: np.random.Generator, chunk: int = 1 << 18) -> Iterator[float]:
@@ -332,7 +334,7 @@ class ServingModel:
         mu, sig = _per_size(model.batches, model.max_batch)
         wk.mu = [m - _LN_MS for m in mu]
         wk.sig = sig
-        t1_ms, per_row_ms = model.dispatch_line()
+        t1_ms, per_row_ms = wk.line = model.dispatch_line()
         key = (model.slots, model.max_batch, model.batch_timeout_ms, t1_ms, per_row_ms, wk.usd_per_hour)
         if key not in self._tabs:
             views = [
@@ -443,35 +445,14 @@ class ServingModel:
         hi = bisect_left(at, t_end, i) if arrivals else i
         route = self._route
         handle = self._handle
-        disp = self.disp
         rt_ms = self.rt_ms
         heappop = heapq.heappop
         while i < hi:
             t = at[i]
             while heap and heap[0][0] <= t:
                 handle(heappop(heap))
-                disp = self.disp
-            # The common case inline: a serving worker with a free slot meets the deadline.
-            best = None
-            bc = 0.0
-            bm = 0.0
-            for wk in disp:
-                if best is not None and wk.marg != bm:
-                    break
-                o = wk.out
-                if o < wk.bound:
-                    c = wk.tab[o]
-                    if c <= rt_ms and (best is None or c < bc):
-                        best, bc, bm = wk, c, wk.marg
             self.now = t
-            if best is None:
-                route(i, t, rt_ms)
-                disp = self.disp
-            else:
-                best.queue.append(i)
-                best.out += 1
-                if best.nfree:
-                    self._try_start(best, t)
+            route(i, t, rt_ms)
             i += 1
         self.next_i = i
         while heap and heap[0][0] <= t_end:
@@ -574,8 +555,10 @@ class ServingModel:
 
     # --- dispatch ------------------------------------------------------------------------------
 
-    def _route(self, i: int, now: float, budget_ms: float) -> None:
-        """``policy/dispatch.decide`` for request i at ``now`` with ``budget_ms`` left, applied."""
+    def choose(self, now: float, budget_ms: float) -> tuple[int, _Worker | None]:
+        """``policy/dispatch.decide`` for a request at ``now`` with ``budget_ms`` left, on this state:
+        ``(INSTANCE, worker)``, ``(LAMBDA, None)`` or ``(REJECTED, None)``. Equal to
+        ``decide(budget_ms, self.worker_views(), self.lambda_view(now))`` (a test checks it)."""
         best: _Worker | None = None
         bc = bm = 0.0
         for wk in self.disp:  # by (marginal, id): the first group with a worker that meets it wins
@@ -587,8 +570,7 @@ class ServingModel:
                 if c <= budget_ms and (best is None or c < bc):
                     best, bc, bm = wk, c, wk.marg
         if best is not None:
-            self._to_worker(best, i, now)
-            return
+            return INSTANCE, best
         lam_ms: float | None = None
         if self.l_enabled:
             self._expire(now)
@@ -602,8 +584,7 @@ class ServingModel:
             elif waiting < self.l_wait_cap:
                 lam_ms = self.l_warm_ms * (waiting + 1) / max(1, self.l_limit) + self.l_warm_ms
             if lam_ms is not None and lam_ms <= budget_ms:
-                self._to_lambda(i, now)  # warm fits, or a cold start fits, or a busy one frees in time
-                return
+                return LAMBDA, None  # warm fits, or a cold start fits, or a busy one frees in time
         late: _Worker | None = None
         lc = 0.0
         for wk in self.disp:
@@ -613,16 +594,49 @@ class ServingModel:
                 if late is None or c < lc or (c == lc and wk.instance_id < late.instance_id):
                     late, lc = wk, c
         if late is not None and (lam_ms is None or lc <= lam_ms):
-            self._to_worker(late, i, now)
-        elif lam_ms is not None:
+            return INSTANCE, late
+        if lam_ms is not None:
+            return LAMBDA, None
+        return REJECTED, None
+
+    def _route(self, i: int, now: float, budget_ms: float) -> None:
+        """Dispatch request i at ``now`` (:meth:`choose`) and apply the decision."""
+        kind, wk = self.choose(now, budget_ms)
+        if wk is not None:
+            wk.queue.append(i)
+            wk.out += 1
+            if wk.nfree:
+                self._try_start(wk, now)
+        elif kind == LAMBDA:
             self._to_lambda(i, now)
         else:
             self.route[i] = REJECTED
             self.done_s[i] = now
             self.answered += 1
 
-    def _to_worker(self, wk: _Worker, i: int, now: float) -> None:
-        wk.queue.append(i)
-        wk.out += 1
-        if wk.nfree:
-            self._try_start(wk, now)
+    def worker_views(self) -> tuple[WorkerView, ...]:
+        """The dispatch policy's view of every serving worker now (as the live front door builds it)."""
+        out = []
+        for wk in self.disp:
+            t1_ms, per_row_ms = wk.line
+            out.append(
+                WorkerView(wk.instance_id, wk.out, wk.slots, wk.b, wk.w_s * 1000.0, t1_ms, per_row_ms,
+                           wk.usd_per_hour, wk.bound)
+            )  # fmt: skip
+        return tuple(out)
+
+    def lambda_view(self, now: float) -> LambdaView:
+        """The dispatch policy's view of Lambda at ``now``."""
+        if not self.l_enabled:
+            return LambdaView(False, 0, 0, 0.0, 0.0)
+        self._expire(now)
+        return LambdaView(
+            True,
+            len(self.l_idle),
+            self.l_limit - len(self.l_idle) - self.l_busy - self.l_starting,
+            self.l_warm_ms,
+            self.l_cold_ms,
+            limit=self.l_limit,
+            waiting=len(self.l_waiting),
+            max_waiting_per_env=self.lam.max_waiting_per_env,
+        )

@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.controller.actions import Action, Launch
 from orchestrator.controller.state import Observation, Tick
+from orchestrator.economics.latency_profiles import TypeProfile
 from orchestrator.types import Market
 
 
@@ -22,6 +23,8 @@ class Scripted:
     interval_s: float = 60.0
     future_s: int = 0
     name: str = "scripted"
+    forecast: tuple[tuple[float, ...], ...] | None = None  # returned by every step, when given
+    quantiles: tuple[float, ...] = ()
     seen: list[Observation] = field(default_factory=list)
 
     def initial_state(self) -> Any:
@@ -30,9 +33,30 @@ class Scripted:
     def step(self, state: Any, observation: Observation) -> Tick:
         self.seen.append(observation)
         actions = tuple(self.script.get(observation.now_s, ()))
-        return Tick(tick=state, at_s=observation.now_s, actions=actions, state=state + 1)
+        return Tick(
+            tick=state,
+            at_s=observation.now_s,
+            actions=actions,
+            state=state + 1,
+            forecast=self.forecast,
+            quantiles=self.quantiles,
+        )
 
 
 def static_fleet(instance_type: str, count: int, market: Market = Market.ON_DEMAND, **kw: Any) -> Scripted:
     """Launch ``count`` instances at t = 0 (they serve after the boot time), then nothing."""
     return Scripted({0.0: [Launch(instance_type, market, count, token="static")]}, name="static", **kw)
+
+
+def det_profile(instance_type: str, rows: Sequence[tuple[int, float]], slots: int = 1) -> TypeProfile:
+    """A hand-made profile: deterministic service (p50 == p99) of ``ms`` per batch of ``b``, ``(b, ms)``."""
+    return TypeProfile(
+        "test",
+        instance_type,
+        slots,
+        1,
+        tuple((b, float(ms), float(ms)) for b, ms in rows),
+        "estimated",
+        "hand-made for a test",
+        "nowhere",
+    )
