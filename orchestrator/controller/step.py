@@ -56,6 +56,7 @@ from orchestrator.controller.reconcile import (
 )
 from orchestrator.controller.state import FleetMember, Observation, Tick
 from orchestrator.policy.planning import FleetInstance, LambdaOption, Plan, PlanInput, PoolOption
+from orchestrator.policy.planning.mark_greedy import greedy_counts
 from orchestrator.policy.spot import SpotResponse, respond_to_notices
 from orchestrator.types import InstanceState
 from predictor.features import HISTORY_MINUTES
@@ -289,16 +290,15 @@ def _split_blocked(
     return pools, tuple(kept), hidden
 
 
-def _need_now(inp: PlanInput, plan: Plan) -> tuple[tuple[str, str, int], ...]:
-    """Instances per pool the plan has at step 0 (kept + booting + new): a ``recent_needs`` entry."""
-    arr = inp.arrays
-    s = plan.schedule
-    out = []
-    for i, p in enumerate(inp.pools):
-        n = int(s.keep[i][0]) + int(arr.booting[i]) + int(s.alive_new[i][0])
-        if n:
-            out.append((p.instance_type, p.market, n))
-    return tuple(out)
+def _need_now(inp: PlanInput) -> tuple[tuple[str, str, int], ...]:
+    """A ``recent_needs`` entry: the instances per pool MArk's walk over this forecast requires at step 0
+    (``greedy_counts``: from the fleet, adding where under-provisioned, removing where over), before
+    the scale-in hysteresis and the boot and billing holds. Recording what a plan *kept* instead would
+    keep a spike's instances for ever (each plan keeping what the last ones kept), and counting
+    instances still booting would stretch the hysteresis by their boot."""
+    candidates = [i for i, p in enumerate(inp.pools) if p.market in inp.greedy_markets]
+    counts = greedy_counts(inp, candidates)[0] if candidates else [0] * len(inp.pools)
+    return tuple((p.instance_type, p.market, int(n)) for p, n in zip(inp.pools, counts, strict=True) if n)
 
 
 def _cheapest_pool(pools: tuple[PoolOption, ...], blocked: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
@@ -456,7 +456,7 @@ def _plan_stage(
             plan = ctx.planner(inp)
     if plan is not None and inp is not None:
         if ctx.recent_plans:
-            recent = (*recent, _need_now(inp, plan))[-ctx.recent_plans :]
+            recent = (*recent, _need_now(inp))[-ctx.recent_plans :]
         return _PlanStage(
             plan.launches,
             tuple(i for i in plan.terminations if not i.startswith("pending:")),
