@@ -59,7 +59,8 @@ from orchestrator.sim.batch_queue import _per_size
 
 INSTANCE, LAMBDA, REJECTED = 0, 1, 2  # route codes
 _DONE, _WAKE, _LDONE, _LREADY = 0, 1, 2, 3  # event kinds
-_LN_MS = math.log(1000.0)  # a lognormal in ms, drawn in seconds: mu - ln(1000)
+_LN_MS = math.log(1000.0)
+_exp, _heappush = math.exp, heapq.heappush  # a lognormal in ms, drawn in seconds: mu - ln(1000)
 
 # Lambda figures (defaults of LambdaModel; each is a choice, with its source):
 ONE_VCPU_MB = 1769  # AWS Lambda Developer Guide, "Configuring function memory": 1,769 MB = one vCPU
@@ -156,6 +157,7 @@ class _Worker:
         "inflight",
         "tab",
         "marg",
+        "floor",
         "line",
         "bound",
         "draining",
@@ -184,6 +186,7 @@ class _Worker:
         self.free_since: deque[float] = deque()
         self.tab: list[float] = []
         self.marg = 0.0
+        self.floor = 0.0  # the lowest predicted completion of any serving worker with this marginal cost
         self.line = (0.0, 0.0)
 
 
@@ -348,6 +351,11 @@ class ServingModel:
     def _resort(self) -> None:
         live = [w for w in self.workers.values() if w.alive and not w.draining]
         live.sort(key=lambda w: (w.marg, w.instance_id))
+        floor: dict[float, float] = {}
+        for w in live:
+            floor[w.marg] = min(floor.get(w.marg, math.inf), min(w.tab))
+        for w in live:
+            w.floor = floor[w.marg]
         self.disp = live
 
     # --- Lambda --------------------------------------------------------------------------------
@@ -526,6 +534,7 @@ class ServingModel:
                 head = at[q[0]]
                 if head + wk.w_s > now and not wk.draining:
                     # Not trivially due (see the module docstring): the worker's own rule decides.
+                    # (Draining: batch_due says "closing", go now, whatever it holds.)
                     sf = wk.free_since[0]
                     d = batch_due(
                         now,
@@ -545,13 +554,13 @@ class ServingModel:
                             wk.wake_at = d.due_at
                             self._push(d.due_at, _WAKE, wk)
                         return
-            ids = [q.popleft() for _ in range(n)]
+            ids = [q.popleft()] if n == 1 else [q.popleft() for _ in range(n)]
             wk.nfree -= 1
             wk.free_since.popleft()
-            s = math.exp(wk.mu[n] + wk.sig[n] * self._z())
-            self.seq += 1
-            wk.inflight[self.seq] = ids
-            heapq.heappush(self.heap, (now + s, self.seq, _DONE, wk, ids, s))
+            s = _exp(wk.mu[n] + wk.sig[n] * self._z())
+            self.seq = seq = self.seq + 1
+            wk.inflight[seq] = ids
+            _heappush(self.heap, (now + s, seq, _DONE, wk, ids, s))
 
     # --- dispatch ------------------------------------------------------------------------------
 
@@ -569,6 +578,8 @@ class ServingModel:
                 c = wk.tab[o]
                 if c <= budget_ms and (best is None or c < bc):
                     best, bc, bm = wk, c, wk.marg
+                    if c <= wk.floor:
+                        break  # no worker of this price group can do better; ties go to the lower id: this one
         if best is not None:
             return INSTANCE, best
         lam_ms: float | None = None
