@@ -16,6 +16,10 @@ What ``SimResult`` holds and how each figure is made:
   (rejections left out); per-minute series by *arrival* minute;
 - costs from the one ledger: instances billed from launch to termination (60 s minimum), still
   running ones up to the end of the window; Lambda per invocation (billed duration, memory);
+- ``launches``: instances launched (``initial_fleet`` included); ``interruptions``: spot notices;
+- ``Observation.lambda_warm``: idle warm environments; ``lambda_busy``: environments serving or in
+  a prewarm cold start; ``requests`` / ``within_slo``: answers (rejections included) since the last
+  step and those within RTmax; ``failures``: the previous tick's refused actions;
 - ``MinuteSeries.fleet`` / ``booting``: sampled at the end of each minute; ``cost_usd``: the
   ledger's cumulative total then; ``forecast_rps``: the first forecast row (the next step) of the
   last step that began at or before the minute's start and whose step covers it.
@@ -112,6 +116,38 @@ class SimSetup:
     max_instances: int | None = None
     dispatch_margin_ms: float = DISPATCH_MARGIN_MS
 
+    def __post_init__(self) -> None:
+        """Refuse a setup that cannot run, naming the field (before any simulated second)."""
+        known = self.catalog.instance_types
+        if not self.instance_types:
+            raise ValueError("instance_types: give at least one instance type")
+        for t in self.instance_types:
+            if t not in known:
+                raise UnknownInstanceTypeError(
+                    f"instance_types: unknown instance type {t!r}; the catalog knows: {', '.join(sorted(known))}"
+                )
+        for t, (b, w) in self.batching.items():
+            if t not in self.instance_types:
+                raise ValueError(f"batching[{t!r}]: not among instance_types ({', '.join(self.instance_types)})")
+            if isinstance(b, bool) or not isinstance(b, int) or b < 1 or not (math.isfinite(w) and w >= 0):
+                raise ValueError(f"batching[{t!r}]: need (batch size >= 1, timeout ms >= 0), got {(b, w)!r}")
+        for t, market, count in self.initial_fleet:
+            if t not in self.instance_types:
+                raise ValueError(f"initial_fleet: {t!r} is not among instance_types ({', '.join(self.instance_types)})")
+            if market not in ("on-demand", "spot") or count < 1:
+                raise ValueError(
+                    f"initial_fleet: need (type, 'on-demand'|'spot', count >= 1), got {(t, market, count)!r}"
+                )
+        mem = self.catalog.lambda_.memory_mb
+        if not mem.min <= self.lambda_.memory_mb <= mem.max:
+            raise ValueError(f"lambda_.memory_mb: must lie in {mem.min}..{mem.max} MB, got {self.lambda_.memory_mb}")
+        if self.lambda_.concurrency_limit is not None and self.lambda_.concurrency_limit < 1:
+            raise ValueError(f"lambda_.concurrency_limit: must be >= 1, got {self.lambda_.concurrency_limit}")
+        if self.queue_bound < 1:
+            raise ValueError(f"queue_bound: must be >= 1, got {self.queue_bound}")
+        if self.price_source not in ("ec2", "sagemaker"):
+            raise ValueError(f"price_source: must be 'ec2' or 'sagemaker', got {self.price_source!r}")
+
     def worker_models(self) -> dict[str, WorkerModel]:
         """Per allowed type: its profile and batching (default: plan_batching's best; infeasible: b=1)."""
         out: dict[str, WorkerModel] = {}
@@ -185,11 +221,6 @@ class Simulation:
         interval = float(controller.interval_s)
         if not (interval >= 1 and interval == int(interval)):
             raise ValueError(f"{controller.name}: interval_s must be a whole number of seconds >= 1, got {interval}")
-        unknown = [t for t in setup.instance_types if t not in setup.catalog.instance_types]
-        if unknown:
-            raise UnknownInstanceTypeError(
-                f"unknown instance type {unknown[0]!r}; the catalog knows: {', '.join(setup.catalog.known_types())}"
-            )
         self.counts = counts.astype(np.int64)
         self.controller = controller
         self.setup = setup

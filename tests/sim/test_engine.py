@@ -434,3 +434,20 @@ def test_choose_is_decide(
     assert got == want.route, want.reason
     assert (wk.instance_id if wk else None) == want.worker_id
     assert math.isfinite(budget)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"instance_types": ("x9.huge",)}, "instance_types"),
+        ({"batching": {C5: (0, 0.0)}}, "batching"),
+        ({"batching": {"m5.large": (1, 0.0)}}, "batching"),
+        ({"initial_fleet": (("m5.large", "on-demand", 1),)}, "initial_fleet"),
+        ({"lambda_": LambdaSettings(memory_mb=64)}, "memory_mb"),
+        ({"queue_bound": 0}, "queue_bound"),
+        ({"price_source": "gcp"}, "price_source"),
+    ],
+)
+def test_a_bad_setup_names_its_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        setup(**change)
