@@ -30,9 +30,10 @@ sizes per type with no timeout; its Lambda path is never called), as cited in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from orchestrator.config import DeploymentConfig
@@ -116,7 +117,11 @@ class StepController:
     """A named configuration of the pure step: satisfies ``controller.state.Controller``.
 
     ``context`` is the whole configuration (``StepContext``); ``description`` says in one line what the
-    policy is, for reports."""
+    policy is, for reports. For the simulator: ``price_source`` (``"ec2"``: instances at the catalog's
+    EC2 prices), ``uses_lambda`` (whether the policy sends anything to Lambda) and ``boot_seconds``
+    (per type, the boot the policy plans with: the catalog's)."""
+
+    price_source: str = "ec2"
 
     def __init__(self, name: str, context: StepContext, description: str = "") -> None:
         self.name = name
@@ -124,6 +129,12 @@ class StepController:
         self.description = description
         self.interval_s: float = context.interval_s
         self.future_s: int = context.future_s
+        self.uses_lambda: bool = context.lambda_enabled
+
+    @property
+    def boot_seconds(self) -> Mapping[str, float]:
+        """Boot seconds per instance type, as planned with (the catalog's, via the capacity table)."""
+        return MappingProxyType({p.instance_type: p.boot_seconds for p in self.context.pools})
 
     def initial_state(self) -> ControllerState:
         return initial_state(self.context)
