@@ -451,3 +451,22 @@ def test_choose_is_decide(
 def test_a_bad_setup_names_its_field(change: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         setup(**change)
+
+
+def test_zero_boot_lag_serves_at_once() -> None:
+    """The oracle's setting: a launch with boot_seconds 0 serves from the step that launched it."""
+    counts = np.full(120, 5)
+    sim = run(counts, static_fleet(C5, 1), setup(boot_seconds={C5: 0.0}, lambda_=lambda_on()))
+    _, _, route = per_request(sim)
+    assert (route == INSTANCE).all()
+    assert sim.result.series.booting == (0, 0)  # type: ignore[attr-defined]
+
+
+def test_set_batching_applies_to_running_workers() -> None:
+    """b = 1 until t = 60, then b = 4 with a 50 ms timeout: lone requests then wait the timeout."""
+    s = setup(profiles={C5: det_profile(C5, [(1, 10.0), (4, 16.0)])}, initial_fleet=((C5, "on-demand", 1),))
+    sim = run(np.full(120, 2), Scripted({60.0: [SetBatching(C5, 4, 50.0)]}), s)
+    at, done, _ = per_request(sim)
+    lat = (done - at) * 1000
+    assert np.median(lat[at < 60]) == pytest.approx(10.0, abs=0.5)
+    assert np.median(lat[at > 60]) == pytest.approx(60.0, abs=1.0)
