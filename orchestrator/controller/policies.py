@@ -423,8 +423,8 @@ def oracle(inp: PolicyInputs) -> StepController:
     in reality. Planning with boot 0 instead (``planning.oracle``'s own model, kept in the step as
     ``StepContext.zero_boot_lag``: boot 0 on the true demand advanced by the longest boot) makes keeping
     an instance and relaunching one in an equally priced pool cost the same to the planner, so it
-    churns: on a 1-hour sine load over c5/g4dn pools it launched 64 instances against 5 and cost 1.56 x
-    as much once the simulator billed each launch's boot. A lower bound must not pay for churn, so
+    churns: in a one-hour check (a sine load, four c5/g4dn pools, each launch's boot billed; not a
+    benchmark) it launched 64 instances against 5 and cost 1.56 x as much. A lower bound must not pay for churn, so
     the oracle plans with the real boot."""
     r = _resolve(inp)
     pools = _need(_markets(r.pools, inp.markets), "oracle", "allowed")

@@ -174,6 +174,7 @@ def test_static_peak_launches_once_and_never_changes() -> None:
 def test_oracle_sees_the_true_future_and_launches_one_boot_ahead() -> None:
     c = controller("oracle", horizon_steps=6, lambda_enabled=False, markets=(ON_DEMAND,))
     assert isinstance(c.context.forecaster, TrueFuture) and c.future_s == 360
+    assert dict(c.boot_seconds) == {"c5.large": 120.0, "c5.xlarge": 120.0} and not c.uses_lambda
     rates = [0.0, 0.0, 0.0, 0.0, 180.0, 180.0, 180.0]  # minute 4 on: 180 req/s
     ticks, cloud = run(c, rates)
     assert [bool(launches(t)) for t in ticks[:4]] == [False, True, False, False]  # at 60 s for 180 s

@@ -215,6 +215,20 @@ def test_rising_forecast_launches_one_boot_ahead() -> None:
     assert sum(C5X.capacity_rps if m.instance_type == "c5.xlarge" else C5.capacity_rps for m in serving) >= 180
 
 
+def test_zero_boot_lag_plans_with_boot_0_on_demand_advanced_by_the_longest_boot() -> None:
+    rise = Scripted(lambda t: 0.0 if t < 240 else 180.0)
+    ctx = context(rise, lambda_enabled=False, zero_boot_lag=True)
+    assert ctx.lead_steps == 2 and ctx.forecast_steps == ctx.horizon_steps + 2
+    state, launched_at = initial_state(ctx), []
+    for now in (0.0, 60.0, 120.0):
+        tick = step(state, obs(now), ctx)
+        state = tick.state
+        assert tick.forecast is not None and len(tick.forecast) == 8
+        if launches(tick):
+            launched_at.append(now)
+    assert launched_at == [120.0] and tick.plan["demand_rps"][0] == 180.0  # the need of second 240, now
+
+
 def test_scale_in_drains_first_and_terminates_only_an_empty_drained_instance() -> None:
     ctx = context(flat(50.0))
     fleet = (member("a"), member("b"), member("c"))
