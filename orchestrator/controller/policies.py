@@ -10,8 +10,8 @@
 - ``static-peak``: no forecast, no planner: one type sized for the window's peak, launched at t = 0,
   on-demand, no Lambda;
 - ``lambda-only``: no instance ever; Lambda takes everything;
-- ``oracle``: the true future; the exact MILP (launches one boot ahead of the true need: zero
-  effective boot lag); otherwise as ``ours``.
+- ``oracle``: the true future; the exact MILP; zero boot lag (by default: launches exactly one boot
+  ahead of the true need, the simulator booting as for everyone); otherwise as ``ours``.
 
 Sources for MArk: Zhang, Yu, Wang, Wang, "MArk: Exploiting Cloud Services for Cost-Effective,
 SLO-Aware Machine Learning Inference Serving", USENIX ATC 2019 (the published design: LSTM forecast,
@@ -81,6 +81,7 @@ class PolicyInputs:
     - controller: ``interval_s`` (Δ, s), ``horizon_steps``, ``forecast_quantile`` (0.9: see ``ours``),
       ``min_instances`` / ``max_instances``;
     - ``peak_rps``: the window's peak per-second rate, for ``static-peak`` (the caller reads it off the trace);
+      ``oracle_boot``: ``"real"`` or ``"zero"``, how ``oracle`` realises zero boot lag (see there);
     - ``forecaster_dir``: the trained forecaster (None: ``profiles/forecaster``), ``gamma``: the online
       calibration's step size; ``token_prefix``: prefixes launch tokens;
     - overrides, for tests or a caller that has them: ``pools`` (skips the capacity table; then
@@ -104,6 +105,7 @@ class PolicyInputs:
     min_instances: int = 0
     max_instances: int = 1000
     peak_rps: float | None = None
+    oracle_boot: str = "real"
     forecaster_dir: str | Path | None = None
     gamma: float = DEFAULT_GAMMA
     token_prefix: str = ""
@@ -119,7 +121,8 @@ class StepController:
     ``context`` is the whole configuration (``StepContext``); ``description`` says in one line what the
     policy is, for reports. For the simulator: ``price_source`` (``"ec2"``: instances at the catalog's
     EC2 prices), ``uses_lambda`` (whether the policy sends anything to Lambda) and ``boot_seconds``
-    (per type, the boot the policy plans with: the catalog's)."""
+    (per type, the boot the policy plans with and the simulator must apply: the catalog's, or 0 for the
+    oracle with ``oracle_boot="zero"``)."""
 
     price_source: str = "ec2"
 
@@ -133,8 +136,10 @@ class StepController:
 
     @property
     def boot_seconds(self) -> Mapping[str, float]:
-        """Boot seconds per instance type, as planned with (the catalog's, via the capacity table)."""
-        return MappingProxyType({p.instance_type: p.boot_seconds for p in self.context.pools})
+        """Boot seconds per instance type as planned with: the simulator must boot this policy's instances
+        so (the catalog's figures, via the capacity table; 0 with ``StepContext.zero_boot_lag``)."""
+        zero = self.context.zero_boot_lag
+        return MappingProxyType({p.instance_type: 0.0 if zero else p.boot_seconds for p in self.context.pools})
 
     def initial_state(self) -> ControllerState:
         return initial_state(self.context)
@@ -412,20 +417,27 @@ def lambda_only(inp: PolicyInputs) -> StepController:
 
 def oracle(inp: PolicyInputs) -> StepController:
     """The cost lower bound: the true future (``Observation.future_arrivals``, ``future_s`` = horizon x Δ
-    seconds, ``TrueFuture``: each step's true peak), the exact planner (``milp`` by branch and bound to
+    seconds; ``TrueFuture``: each step's true peak), the exact planner (``milp`` by branch and bound to
     a 1e-7 gap, as ``planning.oracle``), otherwise as ``ours`` (allowed types and markets, spot risk
     budget, Lambda with pre-warm from the plan, the batching plan's (b, W)).
 
-    Zero boot lag, in this simulator, which boots every instance for its type's real boot time: with the
-    true future the planner launches every instance exactly one boot ahead of the step that needs it
-    (the MILP's boot lag is the simulator's), so no demand ever waits on a boot, except in the first
-    steps of a run, before any launch could have booted (Lambda takes those). Boot time is billed, as
-    in reality. Planning with boot 0 instead (``planning.oracle``'s own model, kept in the step as
-    ``StepContext.zero_boot_lag``: boot 0 on the true demand advanced by the longest boot) makes keeping
-    an instance and relaunching one in an equally priced pool cost the same to the planner, so it
-    churns: in a one-hour check (a sine load, four c5/g4dn pools, each launch's boot billed; not a
-    benchmark) it launched 64 instances against 5 and cost 1.56 x as much. A lower bound must not pay for churn, so
-    the oracle plans with the real boot."""
+    Zero boot lag, two ways (``oracle_boot``), the plan always agreeing with the simulator:
+
+    - ``"real"`` (default): the simulator boots the oracle's instances for their real boot time (as
+      everyone's). With the true future the planner launches each instance exactly one boot ahead of
+      the step that needs it (its boot lag is the simulator's), so no demand ever waits on a boot,
+      except in the first steps of a run, before any launch could have booted; boot time is billed, as
+      for every policy. The best any controller can do in this simulator. (Planning with boot 0
+      against the real boot, on the demand advanced by the boot, was tried: to the planner, keeping an
+      instance and relaunching one in an equally priced pool then cost the same, so it churned; in a
+      one-hour check, a sine load over four c5/g4dn pools, each launch's boot billed, not a benchmark,
+      it launched 64 instances against 5 and cost 1.56 x as much.)
+    - ``"zero"``: instances boot at once and their boot is never billed: ``StepController.boot_seconds``
+      is 0 for every type and the simulator must apply it (``SimSetup.boot_seconds``); the plan is made
+      with boot 0 (``StepContext.zero_boot_lag``). A looser bound: it also removes the boot cost that
+      no real policy can avoid."""
+    if inp.oracle_boot not in ("real", "zero"):
+        raise ValueError(f"oracle_boot must be 'real' or 'zero', got {inp.oracle_boot!r}")
     r = _resolve(inp)
     pools = _need(_markets(r.pools, inp.markets), "oracle", "allowed")
     spot = SPOT in inp.markets
@@ -445,6 +457,7 @@ def oracle(inp: PolicyInputs) -> StepController:
         prewarm_floor=inp.lambda_prewarm if inp.lambda_enabled else 0,
         spot_allowed=spot,
         spot_cover=inp.slo.sl_min if spot else 0.0,
+        zero_boot_lag=inp.oracle_boot == "zero",
         batching=_set_batching(pools, r.batching),
         token_prefix=inp.token_prefix,
     )

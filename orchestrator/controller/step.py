@@ -24,12 +24,11 @@ the live loop on the wall clock. Every Δ (``StepContext.interval_s``, 60 s by d
 Two special shapes of the same step: a *fixed fleet* (``StepContext.fixed_fleet``: launched at the
 first step, never changed: ``static-peak``) and *no pools* (Lambda only).
 
-*Zero boot lag* (``StepContext.zero_boot_lag``; an option, not what ``oracle`` runs: see
-``policies.oracle``): the simulator still applies each type's real boot. The step plans with boot 0
-(booting instances count as serving) on the demand *advanced by the longest boot*: the demand of plan
-step t is the highest forecast peak of steps t .. t + L, L = ceil(longest boot / Δ). A launch made
-now therefore serves when the (true) future needs it, as if instances booted instantly; boot time is
-still billed, as in reality.
+*Zero boot lag* (``StepContext.zero_boot_lag``, the oracle's ``oracle_boot="zero"``): for a simulator
+that boots this policy's instances at once (``SimSetup.boot_seconds`` 0 per type, which
+``StepController.boot_seconds`` then says): the plan is made with boot 0 and every instance counts as
+serving, so plan and simulator agree. With the simulator's real boot, a policy plans with the real
+boot instead (the default): a plan with boot 0 would count on capacity a boot too early.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ class StepContext:
     - ``min_billed_seconds``: EC2's minimum billing per launch (60 s);
     - ``recent_plans``: k, MArk's scale-in hysteresis (keep at least what the last k plans needed; 0: off);
       ``launch_overhead_s`` / ``greedy_markets``: ``mark_greedy``'s launch overhead and markets;
-    - ``zero_boot_lag``: plan as the oracle (see the module docstring);
+    - ``zero_boot_lag``: plan with boot 0, for a simulator that boots at once (see the module docstring);
     - ``fixed_fleet``: ``(type, market, count)`` to hold from the first step on, never changed;
     - ``batching``: ``SetBatching`` actions sent once, at the first step;
     - ``backoff_s``: how long a pool is avoided after a launch failed for capacity or quota;
@@ -139,22 +138,10 @@ class StepContext:
                 raise ValueError(f"fixed_fleet entry {(ty, mk, n)}: not a pool, or a negative count")
 
     @property
-    def lead_steps(self) -> int:
-        """L: steps the oracle's demand is advanced by (the longest boot over Δ); 0 unless zero_boot_lag."""
-        if not self.zero_boot_lag or not self.pools:
-            return 0
-        return max(math.ceil(p.boot_seconds / self.interval_s - 1e-9) for p in self.pools)
-
-    @property
-    def forecast_steps(self) -> int:
-        """Steps forecast at each step: the horizon, plus L for the oracle."""
-        return self.horizon_steps + self.lead_steps
-
-    @property
     def future_s(self) -> int:
         """Seconds of true future each observation must carry (the oracle's forecast; 0 otherwise)."""
         if isinstance(self.forecaster, TrueFuture):
-            return int(math.ceil(self.forecast_steps * self.interval_s))
+            return int(math.ceil(self.horizon_steps * self.interval_s))
         return 0
 
     def boot_of(self, key: tuple[str, str]) -> float:
@@ -276,7 +263,7 @@ def _split_blocked(
 
     A backed-off pool is left out of the plan (so no planner launches there and the next plan falls back
     to another pool); the instances it already holds still serve: their capacity, from the step each is
-    ready, is taken off the demand instead. Pools get boot 0 for the oracle (``zero_boot_lag``)."""
+    ready, is taken off the demand instead. Pools get boot 0 with ``zero_boot_lag``."""
     pools = tuple(replace(p, boot_seconds=0.0) if ctx.zero_boot_lag else p for p in ctx.pools if p.key not in blocked)
     caps = {p.key: p.capacity_rps for p in ctx.pools}
     t_s = np.arange(steps) * ctx.interval_s
@@ -384,7 +371,7 @@ def _spot_stage(
         as_fleet,
         ctx.pools,
         lam if lam.concurrency_limit > 0 else None,
-        demand_rps=max(demand[: 1 + ctx.lead_steps]) if demand else None,
+        demand_rps=demand[0] if demand else None,
         serving_rps=serving,
         booting_rps=booting,
         blocked=book.blocked(now),
@@ -529,16 +516,16 @@ def step(state: ControllerState, observation: Observation, context: StepContext)
     boots = {p.key: p.boot_seconds for p in ctx.pools}
     book = fold(state.book, obs, boot_seconds=boots, backoff_s=ctx.backoff_s, pending_timeout_s=ctx.pending_timeout_s)
 
-    # 2. forecast: the chosen quantile per step (the oracle's advanced by the longest boot)
+    # 2. forecast: the chosen quantile per step
     fstate = state.forecaster_state
     forecast: np.ndarray | None = None
     demand: tuple[float, ...] = ()
     if ctx.forecaster is not None:
-        inputs = ForecastInputs(history, new, obs.epoch_s, obs.future_arrivals, ctx.forecast_steps, ctx.interval_s)
+        inputs = ForecastInputs(history, new, obs.epoch_s, obs.future_arrivals, ctx.horizon_steps, ctx.interval_s)
         forecast, fstate = ctx.forecaster.forecast(inputs, fstate)
         qi = ctx.forecaster.quantiles.index(ctx.quantile)
         col = [max(0.0, float(x)) if math.isfinite(x) else 0.0 for x in forecast[:, qi]]
-        demand = tuple(max(col[t : t + ctx.lead_steps + 1]) for t in range(ctx.horizon_steps))
+        demand = tuple(col)
 
     lam = ctx.lambda_fn if ctx.lambda_enabled else replace(ctx.lambda_fn, concurrency_limit=0)
     token = f"{ctx.token_prefix}{state.tick}"

@@ -175,6 +175,8 @@ def test_oracle_sees_the_true_future_and_launches_one_boot_ahead() -> None:
     c = controller("oracle", horizon_steps=6, lambda_enabled=False, markets=(ON_DEMAND,))
     assert isinstance(c.context.forecaster, TrueFuture) and c.future_s == 360
     assert dict(c.boot_seconds) == {"c5.large": 120.0, "c5.xlarge": 120.0} and not c.uses_lambda
+    zero = controller("oracle", oracle_boot="zero")
+    assert zero.context.zero_boot_lag and set(zero.boot_seconds.values()) == {0.0}
     rates = [0.0, 0.0, 0.0, 0.0, 180.0, 180.0, 180.0]  # minute 4 on: 180 req/s
     ticks, cloud = run(c, rates)
     assert [bool(launches(t)) for t in ticks[:4]] == [False, True, False, False]  # at 60 s for 180 s

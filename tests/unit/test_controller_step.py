@@ -215,18 +215,21 @@ def test_rising_forecast_launches_one_boot_ahead() -> None:
     assert sum(C5X.capacity_rps if m.instance_type == "c5.xlarge" else C5.capacity_rps for m in serving) >= 180
 
 
-def test_zero_boot_lag_plans_with_boot_0_on_demand_advanced_by_the_longest_boot() -> None:
+def test_zero_boot_lag_plans_with_boot_0_and_booting_instances_serving() -> None:
+    """For a simulator that boots at once: a need at second 240 is launched for at 240, not a boot ahead,
+    and an instance still booting by the observation counts as serving."""
     rise = Scripted(lambda t: 0.0 if t < 240 else 180.0)
     ctx = context(rise, lambda_enabled=False, zero_boot_lag=True)
-    assert ctx.lead_steps == 2 and ctx.forecast_steps == ctx.horizon_steps + 2
     state, launched_at = initial_state(ctx), []
-    for now in (0.0, 60.0, 120.0):
+    for now in (0.0, 60.0, 120.0, 180.0, 240.0):
         tick = step(state, obs(now), ctx)
         state = tick.state
-        assert tick.forecast is not None and len(tick.forecast) == 8
         if launches(tick):
             launched_at.append(now)
-    assert launched_at == [120.0] and tick.plan["demand_rps"][0] == 180.0  # the need of second 240, now
+    assert launched_at == [240.0]
+    booting = (member("b", state=InstanceState.PENDING, launched_at_s=-10.0),)
+    t = step(initial_state(ctx), obs(240.0, booting), ctx)
+    assert t.plan["lambda_rps"] == 0.0 and sum(a.count for a in launches(t)) == 1  # 180 - 100 left
 
 
 def test_scale_in_drains_first_and_terminates_only_an_empty_drained_instance() -> None:
