@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from predictor.baselines import Forecaster
-from predictor.features import HORIZON, QUANTILES, History
+from predictor.features import QUANTILES, History
 from predictor.online import DEFAULT_GAMMA, CalibrationState, RawQuantileForecaster, calibrated_forecast
 
 
@@ -216,7 +216,6 @@ class TrueFuture:
 
 
 __all__ = [
-    "HORIZON",
     "ForecastInputs",
     "ForecastSource",
     "MinuteState",
