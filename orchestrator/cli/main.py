@@ -1,4 +1,4 @@
-"""``mark``: the command line. Subcommands: zoo, profile, worker, run, config, plan, forecast."""
+"""``mark``: the command line. Subcommands: zoo, profile, worker, run, config, plan, simulate, forecast."""
 
 from __future__ import annotations
 
@@ -466,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli.plan_fleet import add_plan_fleet_parser  # mark plan fleet
 
     add_plan_fleet_parser(plan)
+    from orchestrator.cli.simulate import add_simulate_parser  # mark simulate (sim/, controller/)
+
+    add_simulate_parser(sub)
     from orchestrator.cli.forecast import add_forecast_parser  # mark forecast train|eval (predictor/)
 
     add_forecast_parser(sub)

@@ -120,6 +120,9 @@ def cmd_plan_fleet(args: argparse.Namespace) -> int:
     lam, how = _lambda(args, catalog, args.model)
     inp = PlanInput(args.demand, args.step_s, pools, tuple(fleet), lam, spot_cover=args.spot_cover)
     names = list(PLANNERS) if args.planner == "both" else [args.planner]
+    from orchestrator.runtime.simulation import silence_solver_banner
+
+    silence_solver_banner()
     plans = {name: PLANNERS[name](inp) for name in names}
     print(
         f"{args.model}: {inp.horizon} steps of {args.step_s:g} s, {args.sl_min:.4g} of requests within "

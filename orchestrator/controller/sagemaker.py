@@ -142,6 +142,7 @@ class SageMakerController:
     interval_s: float = 60.0
     future_s: int = 0
     price_source: str = "sagemaker"
+    uses_lambda: bool = False  # a SageMaker endpoint has no burst function: overflow queues or gets 503
 
     def __init__(
         self,

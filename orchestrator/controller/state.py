@@ -14,6 +14,7 @@ time (POSIX seconds), which the forecaster's time-of-day features need.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -91,11 +92,25 @@ class Tick:
 
 class Controller(Protocol):
     """A control policy: pure ``step``; ``interval_s`` between steps; ``future_s`` seconds of true
-    future arrivals it needs in each observation (0 for every real controller; the oracle's horizon)."""
+    future arrivals it needs in each observation (0 for every real controller; the oracle's horizon).
+
+    What the policy is beyond its decisions, which the mechanism must honour for a fair comparison:
+    ``uses_lambda`` (False: no function exists, overflow queues or gets 503), ``price_source`` (``ec2``
+    or ``sagemaker``: the price its instances bill at), ``boot_seconds`` (per-type overrides of the
+    catalog's boot time, e.g. the oracle's zero boot lag; empty: the catalog's)."""
 
     name: str
     interval_s: float
     future_s: int
+
+    @property
+    def uses_lambda(self) -> bool: ...
+
+    @property
+    def price_source(self) -> str: ...
+
+    @property
+    def boot_seconds(self) -> Mapping[str, float]: ...
 
     def initial_state(self) -> Any: ...
 

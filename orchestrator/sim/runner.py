@@ -95,7 +95,11 @@ class SimSetup:
     - ``queue_bound``: outstanding requests per worker past which dispatch leaves it out (then 503);
     - ``initial_fleet``: ``(type, market, count)`` already running at t = 0 (billed from 0);
     - ``boot_seconds``: per-type override of the catalog's boot time (the oracle's zero boot lag);
-    - ``max_instances``: the cloud's capacity (``CapacityError`` past it); None: unlimited.
+    - ``max_instances``: the cloud's capacity (``CapacityError`` past it); None: unlimited;
+    - ``history``: arrivals per second of the trace before the window, given to the controller in its
+      first observation (what a controller running since before the window would have seen);
+    - ``warm_start``: the instances the controller's first step launches are already running at
+      t = 0 (a deployment live before the window, as ``history`` says), rather than booting then.
     """
 
     model: str
@@ -115,6 +119,8 @@ class SimSetup:
     boot_seconds: Mapping[str, float] = field(default_factory=dict)
     max_instances: int | None = None
     dispatch_margin_ms: float = DISPATCH_MARGIN_MS
+    history: tuple[int, ...] = field(default=(), repr=False)  # arrivals per second before second 0
+    warm_start: bool = False  # the first step's launches are already running at t = 0
 
     def __post_init__(self) -> None:
         """Refuse a setup that cannot run, naming the field (before any simulated second)."""
@@ -362,7 +368,9 @@ class Simulation:
         return Observation(
             now_s=float(t),
             epoch_s=self.setup.epoch0_s + t,
-            arrivals=tuple(int(x) for x in self.counts[since:t]),
+            # the first step also sees the trace before the window (the forecaster's yesterday and last hour)
+            arrivals=tuple(int(x) for x in (self.setup.history if t == 0 else ()))
+            + tuple(int(x) for x in self.counts[since:t]),
             fleet=fleet,
             lambda_warm=warm,
             lambda_busy=busy,
@@ -385,7 +393,10 @@ class Simulation:
                         fail(a, "error", f"{a.instance_type} is not among this run's instance types "
                              f"({', '.join(self.setup.instance_types)})")  # fmt: skip
                         continue
-                    launched = self.cloud.launch_now(a.instance_type, a.market, a.count, a.token or None)
+                    # the first step's launches are the fleet the deployment was already running when the
+                    # window began (it was live before it): they serve from t = 0, billed from t = 0
+                    first = t == 0 and self.setup.warm_start
+                    launched = self.cloud.launch_now(a.instance_type, a.market, a.count, a.token or None, booted=first)
                     for inst in launched:
                         if inst.state == InstanceState.RUNNING and not self.engine.has_worker(inst.id):
                             self._serve(inst.id)  # zero boot time: serving at once

@@ -8,7 +8,7 @@ whole number is applied by seeded stochastic rounding (a second of 2.4 expected 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from predictor.traces import Trace
 
 DAY_S = 86_400
+HISTORY_S = DAY_S + 3600  # what the forecaster looks back at most (predictor.features.HISTORY_MINUTES)
 
 
 class WindowError(ValueError):
@@ -31,6 +32,8 @@ class TraceWindow:
     epoch0_s: float
     offset_s: int  # second 0's index in the whole trace
     label: str
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    # arrivals per second before the window (up to HISTORY_S), scaled the same way
 
     @property
     def seconds(self) -> int:
@@ -92,10 +95,12 @@ def trace_window(
         hi = _parse_bound(end, trace, "--end") if end is not None else n
         if not 0 <= lo < hi <= n:
             raise WindowError(f"window {lo}..{hi} s is outside the trace (0..{n} s) or empty")
-    rates = np.nan_to_num(trace.per_second[lo:hi], nan=0.0) * scale
+    h0 = max(0, lo - HISTORY_S)
+    rates = np.nan_to_num(trace.per_second[h0:hi], nan=0.0) * scale
     whole_part = np.floor(rates)
     extra = np.random.default_rng(seed).random(rates.size) < rates - whole_part
-    counts = (whole_part + extra).astype(np.int64)
+    scaled = (whole_part + extra).astype(np.int64)
+    counts, history = scaled[lo - h0 :], scaled[: lo - h0]
     epoch0 = trace.epoch0 + lo
     label = f"{_when(epoch0)} to {_when(epoch0 + (hi - lo))} UTC" if trace.start_epoch_s is not None else f"s {lo}-{hi}"
-    return TraceWindow(counts, epoch0, lo, label + (f", x{scale:g}" if scale != 1 else ""))
+    return TraceWindow(counts, epoch0, lo, label + (f", x{scale:g}" if scale != 1 else ""), history)

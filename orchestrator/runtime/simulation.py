@@ -1,0 +1,173 @@
+"""``mark simulate``'s composition: the trace window, one controller per policy, one simulated run each
+in its own process (the runs are independent), progress while they go, results in policy order.
+
+Each policy's run gets the same window, arrivals (same seed) and setup, except what the policy itself
+is: the price its instances bill at (SageMaker's ml.* prices) and whether a Lambda function exists
+(``Controller.uses_lambda``), so every figure differs only by the policy.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+from orchestrator.config import DeploymentConfig
+from orchestrator.controller.policies import build_controller, inputs_from_config
+from orchestrator.controller.state import Controller
+from orchestrator.economics.catalog import load_catalog
+from orchestrator.sim.results import SimResult
+from orchestrator.sim.runner import LambdaSettings, SimSetup, simulate
+from orchestrator.workload.window import TraceWindow
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    """What ``mark simulate`` runs: ``policies`` over ``window`` for ``config``'s first model (or
+    ``model``), ``seed`` for arrivals, service times and spot draws."""
+
+    window: TraceWindow
+    config: DeploymentConfig
+    policies: tuple[str, ...]
+    model: str
+    seed: int = 0
+    spot_hazard_per_hour: float = 0.0
+
+
+def base_setup(plan: SimulationPlan) -> SimSetup:
+    """The setup every policy shares (the catalog, SLO, allowed types, Lambda as configured)."""
+    c = plan.config
+    return SimSetup(
+        model=plan.model,
+        slo=c.slo,
+        catalog=load_catalog(),
+        instance_types=tuple(c.fleet.instance_types),
+        lambda_=LambdaSettings(enabled=c.lambda_.enabled, memory_mb=c.lambda_.memory_mb),
+        spot_hazard_per_hour={"*": plan.spot_hazard_per_hour} if plan.spot_hazard_per_hour else {},
+        seed=plan.seed,
+        epoch0_s=plan.window.epoch0_s,
+        queue_bound=c.batching.max_queue,
+        history=tuple(int(x) for x in plan.window.history),
+        warm_start=True,  # each policy's first fleet is running when the window begins
+    )
+
+
+def controller_for(plan: SimulationPlan, policy: str) -> Controller:
+    """The named controller, built from the deployment config (``static-peak`` sized for the window's
+    peak second)."""
+    inputs = inputs_from_config(plan.config, model=plan.model)
+    if policy == "static-peak":
+        inputs["peak_rps"] = float(plan.window.counts.max())
+    if policy == "oracle":
+        inputs["oracle_boot"] = "zero"  # the lower bound: instances serve as soon as launched
+    return build_controller(policy, **inputs)
+
+
+def setup_for(controller: Controller, base: SimSetup) -> SimSetup:
+    """The shared setup with what the policy is: its instances' price, whether Lambda exists, its boot
+    times (the oracle's zero boot lag)."""
+    lam = replace(base.lambda_, enabled=base.lambda_.enabled and controller.uses_lambda)
+    return replace(
+        base,
+        lambda_=lam,
+        price_source=controller.price_source,  # type: ignore[arg-type]
+        boot_seconds={**base.boot_seconds, **controller.boot_seconds},
+    )
+
+
+def run_one(plan: SimulationPlan, policy: str, progress: Callable[[float], None] | None = None) -> SimResult:
+    """One policy's simulated run (in this process)."""
+    silence_solver_banner()
+    controller = controller_for(plan, policy)
+    return simulate(plan.window.counts, controller, setup_for(controller, base_setup(plan)), progress)
+
+
+def _child(plan: SimulationPlan, policy: str, updates: Any) -> SimResult:
+    return run_one(plan, policy, lambda f: updates.put((policy, f)))
+
+
+def run_all(
+    plan: SimulationPlan, jobs: int, on_progress: Callable[[dict[str, float]], None] | None = None
+) -> list[SimResult]:
+    """Every policy of ``plan``, ``jobs`` at a time in separate processes; ``on_progress`` gets each
+    policy's fraction done. Results in ``plan.policies`` order.
+
+    Raises:
+        Whatever a run raised (the first failing policy, named).
+    """
+    done: dict[str, float] = dict.fromkeys(plan.policies, 0.0)
+    if jobs <= 1:
+        out = []
+        for p in plan.policies:
+
+            def report(f: float, p: str = p) -> None:
+                done[p] = f
+                if on_progress:
+                    on_progress(done)
+
+            out.append(run_one(plan, p, report))
+        return out
+    ctx = mp.get_context("spawn")  # a clean interpreter each: no inherited threads or sessions
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        updates = manager.Queue()
+        futures = {p: pool.submit(_child, plan, p, updates) for p in plan.policies}
+        while not all(f.done() for f in futures.values()):
+            try:
+                policy, fraction = updates.get(timeout=0.5)
+                done[policy] = fraction
+                if on_progress:
+                    on_progress(done)
+            except queue.Empty:
+                pass
+        results = []
+        for p, f in futures.items():
+            try:
+                results.append(f.result())
+            except Exception as e:
+                raise type(e)(f"policy {p}: {e}") from e
+        for p in plan.policies:
+            done[p] = 1.0
+        if on_progress:
+            on_progress(done)
+        return results
+
+
+def silence_solver_banner() -> None:
+    """HiGHS prints its copyright banner on stdout when a process builds its first solver, before any
+    option can turn output off: build that first one with stdout pointed at /dev/null."""
+    import os
+    import sys
+
+    import highspy
+
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(devnull)
+        os.close(saved)
+
+
+def elapsed(t0: float) -> str:
+    return f"{time.monotonic() - t0:.0f} s"
+
+
+def policy_names(requested: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:
+    """``all`` or names, deduplicated in the order of ``known`` for ``all`` and as given otherwise.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    if list(requested) == ["all"] or not requested:
+        return tuple(known)
+    unknown = [p for p in requested if p not in known]
+    if unknown:
+        raise ValueError(f"--policy: unknown {', '.join(map(repr, unknown))}; choose from all, {', '.join(known)}")
+    return tuple(dict.fromkeys(requested))
