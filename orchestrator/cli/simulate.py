@@ -11,6 +11,8 @@ from typing import Any
 
 from orchestrator.cli.args import positive, positive_int
 
+SIM_MAX_INSTANCES = 1000  # without --config: the deployment config's default (8) is sized for this machine
+
 # mark simulate --policy all: this order (the references last, so the table reads down to them)
 POLICY_ORDER = (
     "ours",
@@ -49,7 +51,8 @@ def add_simulate_parser(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="TYPE",
-        help="allowed instance types (default: the config's; without --config every catalog type)",
+        help="allowed instance types (default: the config's; without --config every catalog type, and at most "
+        f"{SIM_MAX_INSTANCES} instances)",
     )
     p.add_argument("--spot-hazard", type=float, default=0.0, help="spot interruptions per spot instance-hour")
     p.add_argument("--seed", type=int, default=0)
@@ -73,8 +76,10 @@ def _deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     ):
         if value is not None:
             updates[path], origins[path] = value, flag
-    if args.types is None and not args.config:
-        updates["fleet.instance_types"] = load_catalog().known_types()
+    if not args.config:  # a simulated cloud: every catalog type, and no machine-sized fleet bound
+        if args.types is None:
+            updates["fleet.instance_types"] = load_catalog().known_types()
+        updates["fleet.max_instances"] = SIM_MAX_INSTANCES
     if "fleet.instance_types" in updates:
         updates["fleet.initial_type"] = None
     return with_overrides(base, updates, origins) if updates else base
@@ -109,16 +114,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     t0 = time.monotonic()
     bar = tqdm(total=len(policies) * 100, unit="%", desc="simulating", file=sys.stderr, disable=None)
+    last_line = [time.monotonic()]
 
     def on_progress(done: dict[str, float]) -> None:
+        running = " ".join(f"{p}:{100 * f:.0f}%" for p, f in done.items() if 0 < f < 1)
+        if bar.disable:  # not a terminal (a log, CI): one line a minute
+            if time.monotonic() - last_line[0] >= 60:
+                last_line[0] = time.monotonic()
+                finished = sum(1 for f in done.values() if f >= 1)
+                print(f"[simulate] {finished}/{len(done)} policies done; running {running or '-'}", file=sys.stderr)
+            return
         bar.n = round(100 * sum(done.values()))
-        bar.set_postfix_str(" ".join(f"{p}:{100 * f:.0f}%" for p, f in done.items() if 0 < f < 1))
+        bar.set_postfix_str(running)
         bar.refresh()
 
     try:
-        results = run_all(plan, min(args.jobs, len(policies)), on_progress)
+        results, failures = run_all(plan, min(args.jobs, len(policies)), on_progress)
     finally:
         bar.close()
+    for f in failures:
+        print(f"error: policy {f.policy} failed: {f.error}", file=sys.stderr)
+    if not results:
+        return 1
     print(
         f"\n{model}, {window.label} ({total:,} requests), RTmax {deployment.slo.rt_max_ms:g} ms, "
         f"SLmin {100 * deployment.slo.sl_min:g}%  [{time.monotonic() - t0:.0f} s]\n"
@@ -138,9 +155,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "instance_types": list(deployment.fleet.instance_types),
             "seed": args.seed,
             "command": " ".join(sys.argv),
+            "failed": {f.policy: f.error for f in failures},
         }
         write_json(results, out / "results.json", meta)
         write_csv(results, out / "results.csv")
         pngs = plot(results, out, f"{model}, {window.label}")
         print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, per-policy JSON, {len(pngs)} plots in {out}")
-    return 0
+    return 1 if failures else 0

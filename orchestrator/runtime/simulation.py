@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -90,18 +89,24 @@ def _child(plan: SimulationPlan, policy: str, updates: Any) -> SimResult:
     return run_one(plan, policy, lambda f: updates.put((policy, f)))
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A policy whose run raised: its name and what went wrong (the other policies' results stand)."""
+
+    policy: str
+    error: str
+
+
 def run_all(
     plan: SimulationPlan, jobs: int, on_progress: Callable[[dict[str, float]], None] | None = None
-) -> list[SimResult]:
+) -> tuple[list[SimResult], list[Failure]]:
     """Every policy of ``plan``, ``jobs`` at a time in separate processes; ``on_progress`` gets each
-    policy's fraction done. Results in ``plan.policies`` order.
-
-    Raises:
-        Whatever a run raised (the first failing policy, named).
-    """
+    policy's fraction done. Results in ``plan.policies`` order; a policy that raised is a
+    :class:`Failure` and the others still run."""
     done: dict[str, float] = dict.fromkeys(plan.policies, 0.0)
+    results: dict[str, SimResult] = {}
+    failures: list[Failure] = []
     if jobs <= 1:
-        out = []
         for p in plan.policies:
 
             def report(f: float, p: str = p) -> None:
@@ -109,31 +114,35 @@ def run_all(
                 if on_progress:
                     on_progress(done)
 
-            out.append(run_one(plan, p, report))
-        return out
-    ctx = mp.get_context("spawn")  # a clean interpreter each: no inherited threads or sessions
-    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        updates = manager.Queue()
-        futures = {p: pool.submit(_child, plan, p, updates) for p in plan.policies}
-        while not all(f.done() for f in futures.values()):
             try:
-                policy, fraction = updates.get(timeout=0.5)
-                done[policy] = fraction
+                results[p] = run_one(plan, p, report)
+            except Exception as e:  # noqa: BLE001 - reported with its policy; the others still run
+                failures.append(Failure(p, f"{type(e).__name__}: {e}"))
+            done[p] = 1.0
+    else:
+        ctx = mp.get_context("spawn")  # a clean interpreter each: no inherited threads or sessions
+        with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            updates = manager.Queue()
+            futures = {p: pool.submit(_child, plan, p, updates) for p in plan.policies}
+            while not all(f.done() for f in futures.values()):
+                try:
+                    policy, fraction = updates.get(timeout=0.5)
+                    done[policy] = fraction
+                except queue.Empty:
+                    pass
+                for p, f in futures.items():
+                    if f.done():
+                        done[p] = 1.0
                 if on_progress:
                     on_progress(done)
-            except queue.Empty:
-                pass
-        results = []
-        for p, f in futures.items():
-            try:
-                results.append(f.result())
-            except Exception as e:
-                raise type(e)(f"policy {p}: {e}") from e
-        for p in plan.policies:
-            done[p] = 1.0
-        if on_progress:
-            on_progress(done)
-        return results
+            for p, f in futures.items():
+                try:
+                    results[p] = f.result()
+                except Exception as e:  # noqa: BLE001
+                    failures.append(Failure(p, f"{type(e).__name__}: {e}"))
+    if on_progress:
+        on_progress(done)
+    return [results[p] for p in plan.policies if p in results], failures
 
 
 def silence_solver_banner() -> None:
@@ -153,10 +162,6 @@ def silence_solver_banner() -> None:
         os.dup2(saved, 1)
         os.close(devnull)
         os.close(saved)
-
-
-def elapsed(t0: float) -> str:
-    return f"{time.monotonic() - t0:.0f} s"
 
 
 def policy_names(requested: Sequence[str], known: Sequence[str]) -> tuple[str, ...]:

@@ -79,3 +79,25 @@ def test_a_missing_or_malformed_trace_is_named(tmp_path: Path, capsys: pytest.Ca
             main(["simulate", "--trace", str(path)])
         assert e.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_failing_policy_is_reported_and_the_others_still_run(
+    trace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.runtime import simulation
+
+    real = simulation.run_one
+
+    def flaky(plan, policy, progress=None):  # type: ignore[no-untyped-def]
+        if policy == "static-peak":
+            raise RuntimeError("made-up failure")
+        return real(plan, policy, progress)
+
+    monkeypatch.setattr(simulation, "run_one", flaky)
+    argv = ["simulate", "--trace", str(trace), "--start", "3600", "--end", "5400", "--types", "c5.large"]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--jobs", "1", "--policy", "static-peak", "lambda-only"])
+    assert e.value.code == 1
+    captured = capsys.readouterr()
+    assert "error: policy static-peak failed: RuntimeError: made-up failure" in captured.err
+    assert "lambda-only " in captured.out and "static-peak " not in captured.out
