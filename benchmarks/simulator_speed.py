@@ -48,6 +48,9 @@ class StaticFleet:
     name = "static"
     interval_s = 60.0
     future_s = 0
+    uses_lambda = True
+    price_source = "ec2"
+    boot_seconds: dict[str, float] = {}
 
     def __init__(self, count: int) -> None:
         self.count = count

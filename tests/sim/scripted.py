@@ -26,6 +26,9 @@ class Scripted:
     forecast: tuple[tuple[float, ...], ...] | None = None  # returned by every step, when given
     quantiles: tuple[float, ...] = ()
     seen: list[Observation] = field(default_factory=list)
+    uses_lambda: bool = True
+    price_source: str = "ec2"
+    boot_seconds: Mapping[str, float] = field(default_factory=dict)
 
     def initial_state(self) -> Any:
         return 0
