@@ -54,6 +54,12 @@ def add_simulate_parser(sub: Any) -> None:
         help="allowed instance types (default: the config's; without --config every catalog type, and at most "
         f"{SIM_MAX_INSTANCES} instances)",
     )
+    p.add_argument(
+        "--catalog",
+        default=None,
+        metavar="FILE",
+        help="price catalog (same schema as profiles/catalog.yaml: prices, boot times, Lambda pricing)",
+    )
     p.add_argument("--spot-hazard", type=float, default=0.0, help="spot interruptions per spot instance-hour")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=positive_int, default=2, help="policies simulated at once (processes)")
@@ -78,7 +84,7 @@ def _deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             updates[path], origins[path] = value, flag
     if not args.config:  # a simulated cloud: every catalog type, and no machine-sized fleet bound
         if args.types is None:
-            updates["fleet.instance_types"] = load_catalog().known_types()
+            updates["fleet.instance_types"] = load_catalog(args.catalog).known_types()
         updates["fleet.max_instances"] = SIM_MAX_INSTANCES
     if "fleet.instance_types" in updates:
         updates["fleet.initial_type"] = None
@@ -96,14 +102,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from predictor.traces import load_trace
 
     deployment = _deployment(args)  # ConfigError names each bad field and flag
-    problems = deployment.problems_with(load_catalog())
+    problems = deployment.problems_with(load_catalog(args.catalog))
     if problems:
         raise ConfigError(args.config or "the command line", problems)
     policies = policy_names(args.policy, POLICY_ORDER)
     trace = load_trace(args.trace)
     window = trace_window(trace, days=args.days, start=args.start, end=args.end, scale=args.scale, seed=args.seed)
     model = deployment.models[0]
-    plan = SimulationPlan(window, deployment, policies, model, seed=args.seed, spot_hazard_per_hour=args.spot_hazard)
+    plan = SimulationPlan(
+        window,
+        deployment,
+        policies,
+        model,
+        seed=args.seed,
+        spot_hazard_per_hour=args.spot_hazard,
+        catalog_path=args.catalog,
+    )
     total = int(window.counts.sum())
     print(
         f"[simulate] {trace.describe()}\n[simulate] window {window.label}: {window.seconds} s, {total:,} requests "
@@ -154,6 +168,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "slo": deployment.slo.model_dump(),
             "instance_types": list(deployment.fleet.instance_types),
             "seed": args.seed,
+            "catalog": args.catalog or "profiles/catalog.yaml",
             "command": " ".join(sys.argv),
             "failed": {f.policy: f.error for f in failures},
         }

@@ -35,6 +35,7 @@ class SimulationPlan:
     model: str
     seed: int = 0
     spot_hazard_per_hour: float = 0.0
+    catalog_path: str | None = None  # None: the committed profiles/catalog.yaml
 
 
 def base_setup(plan: SimulationPlan) -> SimSetup:
@@ -43,7 +44,7 @@ def base_setup(plan: SimulationPlan) -> SimSetup:
     return SimSetup(
         model=plan.model,
         slo=c.slo,
-        catalog=load_catalog(),
+        catalog=load_catalog(plan.catalog_path),
         instance_types=tuple(c.fleet.instance_types),
         lambda_=LambdaSettings(enabled=c.lambda_.enabled, memory_mb=c.lambda_.memory_mb),
         spot_hazard_per_hour={"*": plan.spot_hazard_per_hour} if plan.spot_hazard_per_hour else {},
@@ -59,6 +60,7 @@ def controller_for(plan: SimulationPlan, policy: str) -> Controller:
     """The named controller, built from the deployment config (``static-peak`` sized for the window's
     peak second)."""
     inputs = inputs_from_config(plan.config, model=plan.model)
+    inputs["catalog"] = load_catalog(plan.catalog_path)  # the same prices and boot times as the cloud
     if policy == "static-peak":
         inputs["peak_rps"] = float(plan.window.counts.max())
     if policy == "oracle":

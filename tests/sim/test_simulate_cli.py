@@ -101,3 +101,30 @@ def test_a_failing_policy_is_reported_and_the_others_still_run(
     captured = capsys.readouterr()
     assert "error: policy static-peak failed: RuntimeError: made-up failure" in captured.err
     assert "lambda-only " in captured.out and "static-peak " not in captured.out
+
+
+def test_a_user_catalog_prices_the_run(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same window under a catalog where c5.large on-demand costs twice as much: static-peak (a
+    fixed on-demand c5.large fleet) costs exactly twice as much; a bad catalog is named."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "profiles" / "catalog.yaml").read_text()
+    doubled = text.replace(
+        "    on_demand_usd_per_hour:\n      value: 0.085\n", "    on_demand_usd_per_hour:\n      value: 0.17\n", 1
+    )
+    assert doubled != text
+    (tmp_path / "dear.yaml").write_text(doubled)
+    totals = []
+    for catalog in (None, tmp_path / "dear.yaml"):
+        out = tmp_path / ("dear" if catalog else "base")
+        argv = ["simulate", "--trace", str(trace), "--start", "3600", "--end", "5400", "--types", "c5.large"]
+        argv += ["--jobs", "1", "--policy", "static-peak", "--out", str(out)]
+        with pytest.raises(SystemExit) as e:
+            main([*argv, *(["--catalog", str(catalog)] if catalog else [])])
+        assert e.value.code == 0
+        (row,) = json.loads((out / "results.json").read_text())["results"]
+        totals.append(row["instance_usd"])
+    assert totals[1] == pytest.approx(2 * totals[0], rel=1e-9)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--trace", str(trace), "--catalog", str(tmp_path / "none.yaml")])
+    assert e.value.code == 2 and "catalog file not found" in capsys.readouterr().err
