@@ -60,6 +60,12 @@ def add_simulate_parser(sub: Any) -> None:
         metavar="FILE",
         help="price catalog (same schema as profiles/catalog.yaml: prices, boot times, Lambda pricing)",
     )
+    p.add_argument(
+        "--profiles",
+        default=None,
+        metavar="DIR",
+        help="latency profiles, one folder per model as profiles/latency (mark profile writes them)",
+    )
     p.add_argument("--spot-hazard", type=float, default=0.0, help="spot interruptions per spot instance-hour")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=positive_int, default=2, help="policies simulated at once (processes)")
@@ -105,6 +111,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     problems = deployment.problems_with(load_catalog(args.catalog))
     if problems:
         raise ConfigError(args.config or "the command line", problems)
+    if args.profiles is not None and not Path(args.profiles).is_dir():
+        raise FileNotFoundError(f"--profiles {args.profiles}: not a folder (mark profile writes one per model)")
     policies = policy_names(args.policy, POLICY_ORDER)
     trace = load_trace(args.trace)
     window = trace_window(trace, days=args.days, start=args.start, end=args.end, scale=args.scale, seed=args.seed)
@@ -117,6 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         spot_hazard_per_hour=args.spot_hazard,
         catalog_path=args.catalog,
+        profiles_dir=args.profiles,
     )
     total = int(window.counts.sum())
     print(
@@ -169,6 +178,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "instance_types": list(deployment.fleet.instance_types),
             "seed": args.seed,
             "catalog": args.catalog or "profiles/catalog.yaml",
+            "profiles": args.profiles or "profiles/latency",
             "command": " ".join(sys.argv),
             "failed": {f.policy: f.error for f in failures},
         }

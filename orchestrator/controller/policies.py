@@ -107,6 +107,7 @@ class PolicyInputs:
     peak_rps: float | None = None
     oracle_boot: str = "real"
     forecaster_dir: str | Path | None = None
+    profiles_dir: Path | None = None  # latency profiles (None: the committed profiles/latency)
     gamma: float = DEFAULT_GAMMA
     token_prefix: str = ""
     pools: tuple[PoolOption, ...] | None = None
@@ -170,7 +171,13 @@ def _resolve(inp: PolicyInputs) -> _Resolved:
     else:
         catalog = catalog or load_catalog()
         report = capacity_report(
-            inp.model, catalog, inp.slo.rt_max_ms, inp.slo.sl_min, inp.slo.epsilon_ms, types=inp.instance_types
+            inp.model,
+            catalog,
+            inp.slo.rt_max_ms,
+            inp.slo.sl_min,
+            inp.slo.epsilon_ms,
+            types=inp.instance_types,
+            profiles_dir=inp.profiles_dir,
         )
         rows: tuple[CapacityRow, ...] = report.rows
         if not rows:
@@ -188,7 +195,7 @@ def _lambda_option(inp: PolicyInputs, catalog: Catalog) -> LambdaOption:
     if inp.lambda_latency_ms is not None:
         ms = inp.lambda_latency_ms
     else:
-        ms = single_thread_batches(inp.model)[0][1] + (request_cpu_ms(inp.model) or 0.0)
+        ms = single_thread_batches(inp.model, inp.profiles_dir)[0][1] + (request_cpu_ms(inp.model) or 0.0)
     limit = pricing.default_concurrency.value if inp.lambda_concurrency is None else inp.lambda_concurrency
     return LambdaOption(usd_per_invocation(pricing, inp.lambda_memory_mb, ms), limit, ms)
 
@@ -500,6 +507,7 @@ def build_controller(name: str, **inputs: Any) -> Controller:
             inp.slo,
             inp.instance_types,
             batching=name == "sagemaker-batched",
+            profiles_dir=inp.profiles_dir,
             max_capacity=inp.max_instances,
         )
     if name not in BUILDERS:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -79,11 +80,14 @@ class SageMakerSizing:
         return self.usd_per_hour / 3600.0 / self.capacity_rps * 1e6
 
 
-def sizing_for(model: str, catalog: Catalog, slo: Slo, instance_type: str, *, batching: bool) -> SageMakerSizing | None:
+def sizing_for(
+    model: str, catalog: Catalog, slo: Slo, instance_type: str, *, batching: bool, profiles_dir: Path | None = None
+) -> SageMakerSizing | None:
     """Capacity at SLO of ``model`` on one type, without (b = 1) or with the batching plan's (b, W);
-    None where the model cannot meet the SLO on that type (or is not served on it)."""
+    None where the model cannot meet the SLO on that type (or is not served on it). ``profiles_dir``:
+    latency profiles other than the committed ones."""
     try:
-        prof = profile_for(model, instance_type, catalog)
+        prof = profile_for(model, instance_type, catalog, profiles_dir)
     except UnsupportedOnTypeError:
         return None
     plan = plan_batching(
@@ -102,13 +106,23 @@ def sizing_for(model: str, catalog: Catalog, slo: Slo, instance_type: str, *, ba
 
 
 def cheapest_sizing(
-    model: str, catalog: Catalog, slo: Slo, types: Iterable[str] | None = None, *, batching: bool = False
+    model: str,
+    catalog: Catalog,
+    slo: Slo,
+    types: Iterable[str] | None = None,
+    *,
+    batching: bool = False,
+    profiles_dir: Path | None = None,
 ) -> SageMakerSizing:
     """The type with the lowest SageMaker price per request at SLO (ties: the name), with its sizing."""
     names = list(types) if types is not None else catalog.known_types()
     if not names:
         raise ValueError("no instance types to choose from")
-    sizings = [s for s in (sizing_for(model, catalog, slo, t, batching=batching) for t in names) if s is not None]
+    sizings = [
+        s
+        for s in (sizing_for(model, catalog, slo, t, batching=batching, profiles_dir=profiles_dir) for t in names)
+        if s is not None
+    ]
     if not sizings:
         raise ValueError(
             f"{model} meets RTmax {slo.rt_max_ms:g} ms at SLmin {slo.sl_min:g} on none of: {', '.join(names)}"
@@ -195,10 +209,12 @@ class SageMakerController:
         types: Iterable[str] | None = None,
         *,
         batching: bool = False,
+        profiles_dir: Path | None = None,
         **kwargs: Any,
     ) -> SageMakerController:
         """The controller on the type a user would pick for ``model`` at ``slo`` (reads the profiles)."""
-        return cls(cheapest_sizing(model, catalog, slo, types, batching=batching), batching=batching, **kwargs)
+        sizing = cheapest_sizing(model, catalog, slo, types, batching=batching, profiles_dir=profiles_dir)
+        return cls(sizing, batching=batching, **kwargs)
 
     @property
     def boot_seconds(self) -> Mapping[str, float]:

@@ -13,12 +13,14 @@ import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from orchestrator.config import DeploymentConfig
 from orchestrator.controller.policies import build_controller, inputs_from_config
 from orchestrator.controller.state import Controller
 from orchestrator.economics.catalog import load_catalog
+from orchestrator.economics.latency_profiles import profile_for, single_thread_batches
 from orchestrator.sim.results import SimResult
 from orchestrator.sim.runner import LambdaSettings, SimSetup, simulate
 from orchestrator.workload.window import TraceWindow
@@ -36,17 +38,26 @@ class SimulationPlan:
     seed: int = 0
     spot_hazard_per_hour: float = 0.0
     catalog_path: str | None = None  # None: the committed profiles/catalog.yaml
+    profiles_dir: str | None = None  # latency profiles; None: the committed profiles/latency
 
 
 def base_setup(plan: SimulationPlan) -> SimSetup:
     """The setup every policy shares (the catalog, SLO, allowed types, Lambda as configured)."""
     c = plan.config
+    catalog = load_catalog(plan.catalog_path)
+    profiles = {}
+    lambda_batches = None
+    if plan.profiles_dir is not None:  # the user's profiles, for the workers and the Lambda function alike
+        d = Path(plan.profiles_dir)
+        profiles = {t: profile_for(plan.model, t, catalog, d) for t in c.fleet.instance_types}
+        lambda_batches = single_thread_batches(plan.model, d)[:1]
     return SimSetup(
         model=plan.model,
         slo=c.slo,
-        catalog=load_catalog(plan.catalog_path),
+        catalog=catalog,
         instance_types=tuple(c.fleet.instance_types),
-        lambda_=LambdaSettings(enabled=c.lambda_.enabled, memory_mb=c.lambda_.memory_mb),
+        profiles=profiles,
+        lambda_=LambdaSettings(enabled=c.lambda_.enabled, memory_mb=c.lambda_.memory_mb, batches=lambda_batches),
         spot_hazard_per_hour={"*": plan.spot_hazard_per_hour} if plan.spot_hazard_per_hour else {},
         seed=plan.seed,
         epoch0_s=plan.window.epoch0_s,
@@ -61,6 +72,7 @@ def controller_for(plan: SimulationPlan, policy: str) -> Controller:
     peak second)."""
     inputs = inputs_from_config(plan.config, model=plan.model)
     inputs["catalog"] = load_catalog(plan.catalog_path)  # the same prices and boot times as the cloud
+    inputs["profiles_dir"] = Path(plan.profiles_dir) if plan.profiles_dir else None
     if policy == "static-peak":
         inputs["peak_rps"] = float(plan.window.counts.max())
     if policy == "oracle":

@@ -128,3 +128,35 @@ def test_a_user_catalog_prices_the_run(trace: Path, tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as e:
         main(["simulate", "--trace", str(trace), "--catalog", str(tmp_path / "none.yaml")])
     assert e.value.code == 2 and "catalog file not found" in capsys.readouterr().err
+
+
+def test_user_latency_profiles_drive_the_run(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A copy of the committed profiles with mobilenet_v2 made 10x slower on every measured batch: the
+    static fleet for the same peak needs more instances, so static-peak bills more; a missing folder is named."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    mine = tmp_path / "latency"
+    shutil.copytree(root / "profiles" / "latency", mine)
+    for f in (mine / "mobilenet_v2").glob("*.json"):
+        doc = json.loads(f.read_text())
+        for row in doc.get("batches", []):
+            for k in ("p50_ms", "p99_ms"):
+                if k in row:
+                    row[k] = row[k] * 10
+        f.write_text(json.dumps(doc))
+    totals = []
+    for profiles in (None, mine):
+        out = tmp_path / ("slow" if profiles else "base")
+        argv = ["simulate", "--trace", str(trace), "--start", "3600", "--end", "5400", "--types", "c5.large"]
+        argv += ["--jobs", "1", "--policy", "static-peak", "--out", str(out)]
+        with pytest.raises(SystemExit) as e:
+            main([*argv, *(["--profiles", str(profiles)] if profiles else [])])
+        assert e.value.code == 0
+        (row,) = json.loads((out / "results.json").read_text())["results"]
+        totals.append(row["instance_usd"])
+    assert totals[1] > 3 * totals[0], totals
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--trace", str(trace), "--profiles", str(tmp_path / "nowhere")])
+    assert e.value.code == 2 and "--profiles" in capsys.readouterr().err
