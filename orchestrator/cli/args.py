@@ -26,6 +26,7 @@ positive_ms = number_arg(lambda v: v > 0, "a number of milliseconds > 0")
 non_negative_ms = number_arg(lambda v: v >= 0, "a number of milliseconds >= 0")
 fraction = number_arg(lambda v: 0 < v < 1, "strictly between 0 and 1 (e.g. 0.98)")
 positive = number_arg(lambda v: v > 0, "a number > 0")
+non_negative = number_arg(lambda v: v >= 0, "a number >= 0")
 
 
 def positive_int(text: str) -> int:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.args import positive, positive_int
+from orchestrator.cli.args import non_negative, positive, positive_int
 
 SIM_MAX_INSTANCES = 1000  # without --config: the deployment config's default (8) is sized for this machine
 
@@ -66,7 +66,7 @@ def add_simulate_parser(sub: Any) -> None:
         metavar="DIR",
         help="latency profiles, one folder per model as profiles/latency (mark profile writes them)",
     )
-    p.add_argument("--spot-hazard", type=float, default=0.0, help="spot interruptions per spot instance-hour")
+    p.add_argument("--spot-hazard", type=non_negative, default=0.0, help="spot interruptions per spot instance-hour")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=positive_int, default=2, help="policies simulated at once (processes)")
     p.add_argument("--out", default=None, metavar="DIR", help="write results.json, results.csv, per-policy JSON, PNGs")
@@ -103,7 +103,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator.config import ConfigError
     from orchestrator.economics.catalog import load_catalog
     from orchestrator.runtime.sim_report import plot, table, write_csv, write_json
-    from orchestrator.runtime.simulation import SimulationPlan, policy_names, run_all
+    from orchestrator.runtime.simulation import SimulationPlan, controller_for, policy_names, run_all
     from orchestrator.workload.window import trace_window
     from predictor.traces import load_trace
 
@@ -127,6 +127,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         catalog_path=args.catalog,
         profiles_dir=args.profiles,
     )
+    out = Path(args.out) if args.out else None
+    if out is not None:  # before the run, not after it
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"--out {args.out}: cannot make the output folder ({e.strerror})") from None
+    problems = []
+    if "lambda-only" in policies and not deployment.lambda_.enabled:
+        problems.append(("lambda.enabled", "false, so the lambda-only policy has nothing to run on"))
+    for name in policies:  # build each once here: a model, profile or SLO it cannot serve fails now
+        try:
+            controller_for(plan, name)
+        except (ValueError, OSError) as e:
+            msg = str(e)
+            problems.append((f"--policy {name}", msg if len(msg) <= 400 else msg[:400] + " ..."))
+    if problems:
+        raise ConfigError("mark simulate", problems)
     total = int(window.counts.sum())
     print(
         f"[simulate] {trace.describe()}\n[simulate] window {window.label}: {window.seconds} s, {total:,} requests "
@@ -164,9 +181,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"SLmin {100 * deployment.slo.sl_min:g}%  [{time.monotonic() - t0:.0f} s]\n"
     )
     print(table(results, deployment.slo.sl_min))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         meta = {
             "trace": trace.source,
             "window": window.label,

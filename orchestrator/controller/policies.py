@@ -108,6 +108,7 @@ class PolicyInputs:
     oracle_boot: str = "real"
     forecaster_dir: str | Path | None = None
     profiles_dir: Path | None = None  # latency profiles (None: the committed profiles/latency)
+    initial_rps: float | None = None  # sagemaker: the load when the window begins (sizes its first fleet)
     gamma: float = DEFAULT_GAMMA
     token_prefix: str = ""
     pools: tuple[PoolOption, ...] | None = None
@@ -197,6 +198,8 @@ def _lambda_option(inp: PolicyInputs, catalog: Catalog) -> LambdaOption:
     else:
         ms = single_thread_batches(inp.model, inp.profiles_dir)[0][1] + (request_cpu_ms(inp.model) or 0.0)
     limit = pricing.default_concurrency.value if inp.lambda_concurrency is None else inp.lambda_concurrency
+    if ms + inp.slo.epsilon_ms > inp.slo.rt_max_ms:
+        limit = 0  # Lambda cannot answer within the SLO: the planner must not count on it
     return LambdaOption(usd_per_invocation(pricing, inp.lambda_memory_mb, ms), limit, ms)
 
 
@@ -296,7 +299,9 @@ def mark_release(inp: PolicyInputs) -> StepController:
     - fixed batch size per type with no timeout: ``SetBatching(type, b, 0)`` with b the batching plan's.
     """
     r = _resolve(inp)
-    pools = _need(_markets(r.pools, (SPOT,)), "mark-release", "spot")
+    # MArk's release buys spot; a deployment that allows no spot gets the markets it allows
+    markets = (SPOT,) if SPOT in inp.markets else tuple(inp.markets)
+    pools = _need(_markets(r.pools, markets), "mark-release", "/".join(markets))
     ctx = StepContext(
         pools=pools,
         lambda_fn=r.lambda_fn,
@@ -501,15 +506,23 @@ def build_controller(name: str, **inputs: Any) -> Controller:
     if name in SAGEMAKER_POLICIES:
         from orchestrator.controller.sagemaker import SageMakerController
 
-        return SageMakerController.for_model(
-            inp.model,
-            inp.catalog or load_catalog(),
-            inp.slo,
-            inp.instance_types,
-            batching=name == "sagemaker-batched",
-            profiles_dir=inp.profiles_dir,
-            max_capacity=inp.max_instances,
-        )
+        def sagemaker(**kw: Any) -> SageMakerController:
+            return SageMakerController.for_model(
+                inp.model,
+                inp.catalog or load_catalog(),
+                inp.slo,
+                inp.instance_types,
+                batching=name == "sagemaker-batched",
+                profiles_dir=inp.profiles_dir,
+                max_capacity=inp.max_instances,
+                **kw,
+            )
+
+        ctl = sagemaker()
+        if inp.initial_rps:  # an endpoint live before the window: as target tracking would have sized it
+            n = math.ceil(inp.initial_rps * 60.0 / ctl.policy.target_value - 1e-9)
+            ctl = sagemaker(initial=max(1, min(n, inp.max_instances)))
+        return ctl
     if name not in BUILDERS:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join((*POLICIES, *SAGEMAKER_POLICIES))}")
     return BUILDERS[name](inp)

@@ -294,8 +294,10 @@ def _per_period(arrivals: tuple[int, ...], period_s: float) -> float:
     (a first step taken before a whole period has passed)."""
     if not arrivals:
         return 0.0
-    total = float(sum(arrivals))
-    return total if len(arrivals) >= period_s else total * period_s / len(arrivals)
+    n = int(period_s)
+    recent = arrivals[-n:]  # a first observation may carry the history before the window: the last period
+    total = float(sum(recent))
+    return total if len(recent) >= period_s else total * period_s / len(recent)
 
 
 def _remove(serving: list[FleetMember], pending: list[FleetMember], n: int) -> list[Action]:

@@ -160,3 +160,58 @@ def test_user_latency_profiles_drive_the_run(trace: Path, tmp_path: Path, capsys
     with pytest.raises(SystemExit) as e:
         main(["simulate", "--trace", str(trace), "--profiles", str(tmp_path / "nowhere")])
     assert e.value.code == 2 and "--profiles" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "resnet9000"], "--policy ours: "),
+        (["--spot-hazard", "-1"], "argument --spot-hazard: must be a number >= 0"),
+        (["--out", "FILE"], "--out "),
+    ],
+)
+def test_what_a_run_cannot_do_is_refused_before_it_starts(
+    trace: Path, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    extra = [str(afile) if x == "FILE" else x for x in extra]
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--trace", str(trace), "--start", "3600", "--end", "5400", "--policy", "ours", *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "[simulate] window" not in err  # nothing was simulated
+
+
+def test_lambda_only_needs_lambda(trace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(
+        "models: [mobilenet_v2]\nfleet: {instance_types: [c5.large]}\nlambda: {enabled: false, prewarm: 0}\n"
+    )
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "simulate",
+                "--trace",
+                str(trace),
+                "--start",
+                "0",
+                "--end",
+                "600",
+                "--config",
+                str(cfg),
+                "--policy",
+                "lambda-only",
+            ]
+        )
+    assert e.value.code == 2 and "lambda.enabled: false, so the lambda-only policy" in capsys.readouterr().err
+
+
+def test_the_planner_does_not_count_on_a_lambda_slower_than_the_slo() -> None:
+    from orchestrator.controller.policies import PolicyInputs, _lambda_option
+    from orchestrator.economics.catalog import load_catalog
+    from orchestrator.types import Slo
+
+    fast = _lambda_option(PolicyInputs(slo=Slo(rt_max_ms=200)), load_catalog())
+    slow = _lambda_option(PolicyInputs(slo=Slo(rt_max_ms=8)), load_catalog())  # T(1) ~8 ms + 5 ms margin > 8
+    assert fast.concurrency_limit > 0 and slow.concurrency_limit == 0
