@@ -75,9 +75,10 @@ def controller_for(plan: SimulationPlan, policy: str) -> Controller:
     inputs["profiles_dir"] = Path(plan.profiles_dir) if plan.profiles_dir else None
     if policy == "static-peak":
         inputs["peak_rps"] = float(plan.window.counts.max())
-    if policy.startswith("sagemaker"):  # its first fleet as target tracking sized it before the window
-        recent = plan.window.history[-600:] if plan.window.history.size else plan.window.counts[:60]
-        inputs["initial_rps"] = float(recent.mean()) if recent.size else 0.0
+    if policy.startswith("sagemaker"):  # its first fleet as target tracking would have sized it for the
+        # load the window begins with (its first minute: the trace before may be a collection gap)
+        first = plan.window.counts[:60]
+        inputs["initial_rps"] = float(first.mean()) if first.size else 0.0
     if policy == "oracle":
         inputs["oracle_boot"] = "zero"  # the lower bound: instances serve as soon as launched
     return build_controller(policy, **inputs)
