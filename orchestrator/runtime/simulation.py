@@ -188,7 +188,7 @@ def policy_names(requested: Sequence[str], known: Sequence[str]) -> tuple[str, .
     Raises:
         ValueError: an unknown name (the message lists the known ones).
     """
-    if list(requested) == ["all"] or not requested:
+    if not requested or "all" in requested:  # "all" with names: all of them, once each
         return tuple(known)
     unknown = [p for p in requested if p not in known]
     if unknown:

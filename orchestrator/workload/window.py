@@ -51,7 +51,10 @@ def _parse_bound(text: str, trace: Trace, flag: str) -> int:
     except ValueError:
         pass
     if trace.start_epoch_s is None:
-        raise WindowError(f"{flag} {text!r}: this trace has no clock; give seconds from its start (e.g. 86400)")
+        raise WindowError(
+            f"{flag} {text!r}: give whole seconds from the trace's start (e.g. 86400); ISO times need a trace "
+            "with a clock, and this one has none"
+        )
     try:
         at = datetime.fromisoformat(text)
     except ValueError:

@@ -215,3 +215,11 @@ def test_the_planner_does_not_count_on_a_lambda_slower_than_the_slo() -> None:
     fast = _lambda_option(PolicyInputs(slo=Slo(rt_max_ms=200)), load_catalog())
     slow = _lambda_option(PolicyInputs(slo=Slo(rt_max_ms=8)), load_catalog())  # T(1) ~8 ms + 5 ms margin > 8
     assert fast.concurrency_limit > 0 and slow.concurrency_limit == 0
+
+
+def test_all_with_names_is_all_once() -> None:
+    from orchestrator.cli.simulate import POLICY_ORDER
+    from orchestrator.runtime.simulation import policy_names
+
+    assert policy_names(["all", "ours"], POLICY_ORDER) == POLICY_ORDER
+    assert policy_names(["oracle", "ours", "oracle"], POLICY_ORDER) == ("oracle", "ours")

@@ -45,7 +45,8 @@ def test_a_fractional_scale_keeps_the_mean_in_whole_requests() -> None:
         ({"days": 3}, "--days 3: the trace holds 2.01 days"),
         ({"days": 1, "start": "0"}, "not both"),
         ({"start": "10", "end": "5"}, "outside the trace"),
-        ({"start": "2021-08-01"}, "this trace has no clock"),
+        ({"start": "2021-08-01"}, "ISO times need a trace with a clock, and this one has none"),
+        ({"start": "abc"}, "--start 'abc': give whole seconds from the trace's start"),
         ({"scale": 0.0}, "--scale must be a number > 0"),
     ],
 )
