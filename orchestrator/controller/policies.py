@@ -453,28 +453,13 @@ def oracle(inp: PolicyInputs) -> StepController:
       no real policy can avoid."""
     if inp.oracle_boot not in ("real", "zero"):
         raise ValueError(f"oracle_boot must be 'real' or 'zero', got {inp.oracle_boot!r}")
-    r = _resolve(inp)
-    pools = _need(_markets(r.pools, inp.markets), "oracle", "allowed")
-    spot = SPOT in inp.markets
-    ctx = StepContext(
-        pools=pools,
-        lambda_fn=r.lambda_fn,
+    ctx = replace(
+        ours(inp).context,  # the same pools, markets, risk budget, Lambda and batching as ours
         planner=_exact,
         planner_name="oracle",
         forecaster=TrueFuture(),
         quantile=DEFAULT_QUANTILE,
-        interval_s=inp.interval_s,
-        horizon_steps=inp.horizon_steps,
-        min_instances=inp.min_instances,
-        max_instances=inp.max_instances,
-        lambda_enabled=inp.lambda_enabled,
-        prewarm_from_plan=True,
-        prewarm_floor=inp.lambda_prewarm if inp.lambda_enabled else 0,
-        spot_allowed=spot,
-        spot_cover=inp.slo.sl_min if spot else 0.0,
         zero_boot_lag=inp.oracle_boot == "zero",
-        batching=_set_batching(pools, r.batching),
-        token_prefix=inp.token_prefix,
     )
     return StepController("oracle", ctx, "true future, zero boot lag, exact planner")
 
