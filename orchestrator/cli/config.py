@@ -116,16 +116,15 @@ def check_deployment(config: DeploymentConfig) -> list[tuple[str, str]]:
     return list(dict.fromkeys(problems))
 
 
-def cmd_config_validate(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _refuse_problems(config: DeploymentConfig, source: str) -> None:
     problems = check_deployment(config)
     if problems:
-        print(f"error: {ConfigError(args.file, problems)}", file=sys.stderr)
-        return 2
+        raise ConfigError(source, problems)
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.file)  # a ConfigError is printed by main() with exit 2, as every ValueError
+    _refuse_problems(config, args.file)
     f = config.fleet
     print(
         f"{args.file}: valid. {config.name}: {', '.join(config.models)} within {config.slo.rt_max_ms:g} ms for "
@@ -142,15 +141,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     """The effective config: the file (or defaults) with the given run flags applied, as YAML."""
     import yaml
 
-    try:
-        config = deployment_from_args(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    problems = check_deployment(config)
-    if problems:
-        print(f"error: {ConfigError(args.config or 'the command line', problems)}", file=sys.stderr)
-        return 2
+    config = deployment_from_args(args)
+    _refuse_problems(config, args.config or "the command line")
     sys.stdout.write(yaml.safe_dump(config.model_dump(by_alias=True, mode="json"), sort_keys=False))
     return 0
 
