@@ -240,9 +240,14 @@ ORACLE_TIME_LIMIT_S = 0.5
 
 
 def _exact(inp: PlanInput) -> Plan:
-    """``milp`` by branch and bound to a 1e-7 gap (the planner ``planning.oracle`` runs), on the demand
-    in the input (the true future) and the pools' real boot."""
-    return replace(_milp(inp, ORACLE_TIME_LIMIT_S, exact=True), planner="oracle")
+    """The cheaper of ``milp`` by branch and bound to a 1e-7 gap (the planner ``planning.oracle`` runs)
+    within ``ORACLE_TIME_LIMIT_S`` and ``milp``'s LP + fleet program, on the demand in the input (the
+    true future) and the pools' real boot. Where branch and bound finishes, it is the optimum; where it
+    stops early (fleets of tens over many pools), its incumbent can be far dearer than the LP + DP
+    plan, and an oracle planning worse than ``ours`` is no bound at all."""
+    bnb, lp_dp = _milp(inp, ORACLE_TIME_LIMIT_S, exact=True), _milp(inp)
+    best = bnb if bnb.cost.total_usd <= lp_dp.cost.total_usd else lp_dp
+    return replace(best, planner="oracle")
 
 
 # --- the policies ---------------------------------------------------------------------------------

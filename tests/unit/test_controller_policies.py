@@ -14,6 +14,7 @@ import pytest
 from orchestrator.config import DeploymentConfig
 from orchestrator.controller.actions import Drain, Launch, Prewarm, SetBatching, Terminate
 from orchestrator.controller.forecasting import OnlineLSTM, RunningPeakMax, StaticForecaster, TrueFuture
+from orchestrator.controller import policies
 from orchestrator.controller.policies import (
     POLICIES,
     StepController,
@@ -23,7 +24,7 @@ from orchestrator.controller.policies import (
 )
 from orchestrator.controller.state import Observation
 from orchestrator.controller.step import initial_state, step
-from orchestrator.policy.planning import ON_DEMAND, SPOT, mark_greedy
+from orchestrator.policy.planning import ON_DEMAND, SPOT, mark_greedy, milp
 from orchestrator.types import Market, Slo
 from tests import fakes
 from tests.unit.test_controller_step import (
@@ -183,6 +184,23 @@ def test_oracle_sees_the_true_future_and_launches_one_boot_ahead() -> None:
     assert ticks[1].forecast is not None and [row[1] for row in ticks[1].forecast[:4]] == [0.0, 0.0, 180.0, 180.0]
     booted = [m for m in cloud.at(180.0) if m.state == "running"]
     assert sum(100.0 if m.instance_type == "c5.large" else 200.0 for m in booted) >= 180.0
+
+
+def test_oracle_plans_no_dearer_than_milp_when_branch_and_bound_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Branch and bound stopped early returns its incumbent (MArk's plan as the start), here twice the
+    LP + fleet program's cost: the oracle takes the cheaper, so it never plans worse than ``ours``."""
+    pools = tuple(
+        fakes.pool(t, m, cap)
+        for t, cap in (("c5.large", 100.0), ("c5.xlarge", 200.0), ("g4dn.xlarge", 900.0), ("c6i.large", 105.0))
+        for m in (ON_DEMAND, SPOT)
+    )
+    inp = fakes.plan_input([1800, 2300, 1700, 2600, 2100, 2500, 1900, 2400, 2200, 2000], pools=pools, spot_cover=0.98)
+    monkeypatch.setattr(policies, "ORACLE_TIME_LIMIT_S", 1e-6)
+    cut_off = milp(inp, 1e-6, exact=True).cost.total_usd
+    lp_dp = milp(inp).cost.total_usd
+    plan = policies._exact(inp)
+    assert cut_off > 1.5 * lp_dp  # the case this guards: the incumbent is far from the optimum
+    assert plan.planner == "oracle" and plan.cost.total_usd <= lp_dp + 1e-9
 
 
 def test_every_policy_steps_and_logs_json() -> None:
