@@ -6,6 +6,13 @@ over the validation origins (the ``ceil((n+1) q)``-th smallest of n ratios, the 
 for every quantile) into a quantile forecaster: its factors are the empirical quantiles of the
 multiplicative residual. Scaling quantiles independently can cross them; :func:`monotone` sorts
 them back (rearrangement), which never makes any pinball loss worse.
+
+Robust on sparse traffic: factors multiply ``floored(raw)``, the raw forecast raised to
+``RATE_FLOOR_RPS`` (1 req/s, the smallest non-zero per-second peak a trace can show), never a
+forecast of 0 (a mostly idle service's last value, seasonal naive, even its LSTM): where the raw value
+is 0, a multiplicative factor cannot fix a miss and the fit (or an online rule) drives it without bound
+(factors of 1e4-1e9 were seen on a sparse trace with a 1e-6 floor). On the floor the factor acts as an
+additive term in req/s. Every factor, fit or adapted online, also stays within ``FACTOR_BOUNDS``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PRED_FLOOR = 1e-6
+RATE_FLOOR_RPS = 1.0  # req/s: one request in the peak second, the smallest non-zero peak
+FACTOR_BOUNDS = (0.01, 100.0)  # every calibration factor, fit or online, stays within these
+
+
+def floored(raw: np.ndarray) -> np.ndarray:
+    """``raw`` req/s raised to ``RATE_FLOOR_RPS``: what calibration factors multiply."""
+    return np.maximum(raw, RATE_FLOOR_RPS)
 
 
 def monotone(pred: np.ndarray) -> np.ndarray:
@@ -41,15 +54,16 @@ class Calibration:
         for h in range(h_n):
             ok = valid[:, h]
             for j, q in enumerate(quantiles):
-                r = np.sort(y[ok, h] / np.maximum(raw[ok, h, j], PRED_FLOOR))
+                r = np.sort(y[ok, h] / floored(raw[ok, h, j]))
                 if r.size == 0:
                     continue
                 k = min(r.size, math.ceil((r.size + 1) * q))  # the k-th smallest ratio
                 f[h, j] = float(r[k - 1])
-        return Calibration(f)
+        return Calibration(np.clip(f, *FACTOR_BOUNDS))
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        return monotone(raw * self.factors)
+        """Calibrated quantiles: ``monotone(floored(raw) * factors)``, raw ``[..., H, Q]`` req/s."""
+        return monotone(floored(raw) * self.factors)
 
     def to_json(self) -> list[list[float]]:
         return [[round(float(v), 6) for v in row] for row in self.factors]

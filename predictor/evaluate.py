@@ -21,6 +21,7 @@ import numpy as np
 
 from predictor.baselines import Forecaster
 from predictor.calibration import Calibration
+from predictor.ensemble import Ensemble
 from predictor.features import QUANTILES, MinuteSeries, rows_at, targets_at
 from predictor.online import online_forecasts
 
@@ -96,6 +97,18 @@ def evaluate_online(
         k = warmup.size
         out[fc.name + (" online" if cal is not None else "")] = score(pred[k:], y[k:], valid[k:])
     return out
+
+
+def evaluate_ensemble(
+    ensemble: Ensemble, series: MinuteSeries, warmup: np.ndarray, test: np.ndarray
+) -> dict[str, list[Scores]]:
+    """The combined forecaster (:mod:`predictor.ensemble`) run over the warm-up then the test origins
+    (consecutive), from equal weights; only the test origins are scored."""
+    origins = np.concatenate((warmup, test))
+    pred, _ = ensemble.replay(series, origins)
+    y, valid = targets_at(series, origins)
+    k = warmup.size
+    return {ensemble.name: score(pred[k:], y[k:], valid[k:])}
 
 
 def recalibrate(forecasters: Sequence[Forecaster], series: MinuteSeries, val_origins: np.ndarray) -> None:

@@ -28,6 +28,7 @@ from predictor.online import (
     CalibrationState,
     OnlineCalibrated,
     calibrated_forecast,
+    calibration_step,
     online_forecasts,
     update_log_adj,
 )
@@ -175,3 +176,44 @@ def test_state_json_round_trip_is_exact() -> None:
         CalibrationState(np.zeros((HORIZON, 3)), ((1, np.zeros((HORIZON, 2))),))
     with pytest.raises(ValueError, match="repeated"):
         CalibrationState(np.zeros((2, 3)), ((1, np.zeros((2, 3))), (1, np.ones((2, 3)))))
+
+
+def sparse_seconds(days: int, seed: int) -> np.ndarray:
+    """A mostly idle service: 70 % of minutes empty, the others a burst of 5-60 requests within a few
+    seconds of the minute (per-second counts)."""
+    rng = np.random.default_rng(seed)
+    minutes = days * 1440
+    sec = np.zeros(minutes * 60)
+    for m in np.flatnonzero(rng.random(minutes) < 0.3):
+        n, width = int(rng.integers(5, 61)), int(rng.integers(1, 11))
+        start = 60 * int(m) + int(rng.integers(0, 60 - width + 1))
+        np.add.at(sec, start + rng.integers(0, width, n), 1.0)
+    return sec
+
+
+@pytest.mark.parametrize("member", ["last value", "seasonal naive", "EWMA"])
+def test_a_sparse_trace_keeps_every_factor_bounded_and_p90_covering_87_to_93_percent(member: str) -> None:
+    """Before the floor and the bounds, a raw forecast of 0 (most minutes here) let ``log f`` grow
+    without bound (factors of 1e4-1e5 for last value and seasonal naive on such a trace)."""
+    from predictor.baselines import EWMA, SeasonalNaive
+    from predictor.calibration import FACTOR_BOUNDS
+
+    series = minute_series_from_seconds(sparse_seconds(6, seed=7), epoch0=EPOCH0)
+    assert 0.65 < float(np.mean(series.peak == 0)) < 0.75
+    fc = {"last value": LastValue(), "seasonal naive": SeasonalNaive(), "EWMA": EWMA(alpha=0.3)}[member]
+    origins = np.arange(1500, series.minutes - HORIZON)
+    raw = fc.raw_rows(rows_at(series, origins))
+    y, valid = targets_at(series, origins)
+    state, worst = CalibrationState.initial(HORIZON, len(QUANTILES)), 1.0
+    preds = []
+    for k, t in enumerate(origins):
+        pred, state = calibration_step(raw[k], float(series.peak[t - 1]), int(t), state, QUANTILES, None, 0.01)
+        preds.append(pred)
+        worst = max(worst, float(np.max(state.factors(None))), 1.0 / float(np.min(state.factors(None))))
+    assert worst <= FACTOR_BOUNDS[1] and 1.0 / worst >= FACTOR_BOUNDS[0]
+    batch = online_forecasts(raw, y, valid, None, QUANTILES, 0.01)
+    np.testing.assert_allclose(np.stack(preds), batch, rtol=1e-12)
+    scored = slice(1440, None)  # after a day of adapting
+    covered = (y[scored] <= batch[scored, :, 1])[valid[scored]]
+    assert 0.87 <= float(covered.mean()) <= 0.93
+    assert float(np.max(batch)) < 100.0 * float(np.nanmax(series.peak))
