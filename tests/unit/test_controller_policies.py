@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from orchestrator.config import DeploymentConfig
+from orchestrator.controller import policies
 from orchestrator.controller.actions import Drain, Launch, Prewarm, SetBatching, Terminate
 from orchestrator.controller.forecasting import OnlineLSTM, RunningPeakMax, StaticForecaster, TrueFuture
-from orchestrator.controller import policies
 from orchestrator.controller.policies import (
     POLICIES,
     StepController,
