@@ -171,6 +171,10 @@ class ControllerConfig(_Section):
     horizon_steps: StrictInt = Field(10, ge=1, le=120, description="steps the planner looks ahead")
     planner: str = Field("milp", description="the fleet planner: milp or mark_greedy")
     forecast_quantile: StrictFloat = Field(0.9, description="the forecast quantile the planner provisions for")
+    forecaster: Literal["combined", "lstm"] = Field(
+        "combined",
+        description="the load forecaster: combined (every member mixed by recent pinball loss) or lstm (alone)",
+    )
 
     @field_validator("planner")
     @classmethod

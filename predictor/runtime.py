@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from predictor.baselines import EWMA, CalibratedQuantiles, Forecaster, LastValue, PeakHold, SeasonalNaive
 from predictor.calibration import Calibration, monotone
+from predictor.ensemble import Ensemble
 from predictor.features import (
     HORIZON,
     QUANTILES,
@@ -113,6 +114,15 @@ def load_controller_forecaster(
     the immutable ``.state`` (:class:`~predictor.online.CalibrationState`, JSON round trip); a pure
     controller step calls :func:`~predictor.online.calibrated_forecast` on ``.inner`` with a state instead."""
     return OnlineCalibrated(load_lstm(model_dir, threads), gamma=gamma)
+
+
+def load_ensemble(
+    model_dir: Path | str = SHIPPED_MODEL_DIR, threads: int = 1, gamma: float = DEFAULT_GAMMA
+) -> Ensemble:
+    """The combined forecaster (:mod:`predictor.ensemble`) over every calibrated forecaster of the folder
+    (:func:`load_forecasters` less the uncalibrated raw peak-hold): the controller's default."""
+    members = [f for f in load_forecasters(model_dir, threads) if getattr(f, "calibration", None) is not None]
+    return Ensemble(members, gamma=gamma)  # type: ignore[arg-type]
 
 
 def load_forecasters(model_dir: Path | str, threads: int = 1) -> list[Forecaster]:

@@ -90,9 +90,9 @@ def _train_command(args: argparse.Namespace) -> str:
 
 
 def cmd_forecast_eval(args: argparse.Namespace) -> int:
-    from predictor.evaluate import acceptance, evaluate, evaluate_online, recalibrate, table
+    from predictor.evaluate import acceptance, evaluate, evaluate_ensemble, evaluate_online, recalibrate, table
     from predictor.features import minute_series
-    from predictor.runtime import load_forecasters, read_spec
+    from predictor.runtime import load_ensemble, load_forecasters, read_spec
     from predictor.split import time_split
 
     horizons = tuple(int(h) for h in args.horizons.split(","))
@@ -105,6 +105,8 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         recalibrate(forecasters, series, split.val)
     if args.calibration == "online":
         results = evaluate_online(forecasters, series, split.val_origins_consecutive(), split.test, args.gamma)
+        ensemble = load_ensemble(args.model, gamma=args.gamma)
+        results.update(evaluate_ensemble(ensemble, series, split.val_origins_consecutive(), split.test))
     else:
         results = evaluate(forecasters, series, split.test)
     print(report_header(trace.describe(), args, spec, split.describe()))

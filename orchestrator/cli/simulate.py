@@ -66,6 +66,12 @@ def add_simulate_parser(sub: Any) -> None:
         metavar="DIR",
         help="latency profiles, one folder per model as profiles/latency (mark profile writes them)",
     )
+    p.add_argument(
+        "--forecaster",
+        choices=("combined", "lstm"),
+        default=None,
+        help="what ours forecasts with (default: the config's, combined: every member mixed by recent loss)",
+    )
     p.add_argument("--spot-hazard", type=non_negative, default=0.0, help="spot interruptions per spot instance-hour")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=positive_int, default=2, help="policies simulated at once (processes)")
@@ -85,6 +91,7 @@ def _deployment(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         (args.rt_max_ms, "slo.rt_max_ms", "--rt-max-ms"),
         (args.sl_min, "slo.sl_min", "--sl-min"),
         (args.types, "fleet.instance_types", "--types"),
+        (args.forecaster, "controller.forecaster", "--forecaster"),
     ):
         if value is not None:
             updates[path], origins[path] = value, flag

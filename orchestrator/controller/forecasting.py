@@ -5,7 +5,10 @@ A :class:`ForecastSource` answers ``forecast(inputs, state) -> (forecast [steps]
 quantiles of the per-second peak rate for each of the next ``steps`` controller steps of
 ``interval_s`` seconds. Its state lives in the controller's state (never in the object):
 
-- :class:`OnlineLSTM` (ours): the shipped LSTM with its calibration adapted online
+- :class:`OnlineEnsemble` (ours, by default): every member forecaster of the model folder, each
+  calibrated online, mixed per horizon and quantile by its recent pinball loss
+  (:mod:`predictor.ensemble`; the :class:`~predictor.ensemble.EnsembleState` is the state);
+- :class:`OnlineLSTM` (ours with ``controller.forecaster: lstm``): the shipped LSTM with its calibration adapted online
   (:func:`predictor.online.calibrated_forecast`, Gibbs & Candes 2021; the
   :class:`~predictor.online.CalibrationState` is the state);
 - :class:`StaticForecaster`: any ``predictor`` forecaster as fit (the LSTM with its static calibration
@@ -29,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from predictor.baselines import Forecaster
+from predictor.ensemble import Ensemble, EnsembleState
 from predictor.features import QUANTILES, History
 from predictor.online import DEFAULT_GAMMA, CalibrationState, RawQuantileForecaster, calibrated_forecast
 
@@ -158,6 +162,23 @@ class OnlineLSTM(_MinuteForecaster):
         return calibrated_forecast(self.inner, history, cal, self.gamma)
 
 
+class OnlineEnsemble(_MinuteForecaster):
+    """The forecaster ``ours`` runs by default: :class:`predictor.ensemble.Ensemble` (every member of the
+    model folder calibrated online and mixed by recent pinball loss; ``predictor.runtime.load_ensemble``)."""
+
+    def __init__(self, ensemble: Ensemble) -> None:
+        self.ensemble = ensemble
+        self.name = f"{ensemble.name} ({', '.join(ensemble.member_names)})"
+        self.quantiles = tuple(ensemble.quantiles)
+
+    def _inner_initial(self) -> EnsembleState:
+        return self.ensemble.initial_state()
+
+    def _minute_forecast(self, history: History, inner: Any) -> tuple[np.ndarray, Any]:
+        st = inner if isinstance(inner, EnsembleState) else self._inner_initial()
+        return self.ensemble.step(history, st)
+
+
 class StaticForecaster(_MinuteForecaster):
     """A ``predictor`` forecaster as it was fit (``forecast(history) -> [H, Q]``): no state of its own."""
 
@@ -219,6 +240,7 @@ __all__ = [
     "ForecastInputs",
     "ForecastSource",
     "MinuteState",
+    "OnlineEnsemble",
     "OnlineLSTM",
     "RunningPeakMax",
     "StaticForecaster",

@@ -1,7 +1,8 @@
 """The named control policies ``mark simulate`` compares, each a configuration of the one pure step
 (``controller/step.py``), built from a deployment's inputs by :func:`build_controller`.
 
-- ``ours``: the LSTM with online calibration (p90); ``milp`` (Lambda as a priced slack, spot within the
+- ``ours``: the combined forecaster (every member, each calibrated online, mixed by recent pinball loss;
+  or the LSTM alone) at p90; ``milp`` (Lambda as a priced slack, spot within the
   risk budget); the allowed types and markets; Lambda pre-warmed from the plan;
 - ``mark-release``: 1.2 x the running all-time maximum; ``mark_greedy`` with a 180 s x price launch
   overhead, 6 steps, k = 6; spot; no Lambda; fixed batch sizes, no timeout;
@@ -40,6 +41,7 @@ from orchestrator.config import DeploymentConfig
 from orchestrator.controller.actions import SetBatching
 from orchestrator.controller.forecasting import (
     ForecastSource,
+    OnlineEnsemble,
     OnlineLSTM,
     RunningPeakMax,
     StaticForecaster,
@@ -82,8 +84,10 @@ class PolicyInputs:
       ``min_instances`` / ``max_instances``;
     - ``peak_rps``: the window's peak per-second rate, for ``static-peak`` (the caller reads it off the trace);
       ``oracle_boot``: ``"real"`` or ``"zero"``, how ``oracle`` realises zero boot lag (see there);
-    - ``forecaster_dir``: the trained forecaster (None: ``profiles/forecaster``), ``gamma``: the online
-      calibration's step size; ``token_prefix``: prefixes launch tokens;
+    - ``forecaster_dir``: the trained forecaster (None: ``profiles/forecaster``), ``forecaster_kind``:
+      what ``ours`` runs (``"combined"``, the default: every member mixed by recent pinball loss;
+      ``"lstm"``: the LSTM alone), ``gamma``: the online calibration's step size; ``token_prefix``:
+      prefixes launch tokens;
     - overrides, for tests or a caller that has them: ``pools`` (skips the capacity table; then
       ``batching`` as ``(type, batch size, timeout ms)`` per type, default none), ``lambda_fn``,
       ``forecaster`` (replaces the LSTM of ``ours`` and ``mark-paper``).
@@ -107,6 +111,7 @@ class PolicyInputs:
     peak_rps: float | None = None
     oracle_boot: str = "real"
     forecaster_dir: str | Path | None = None
+    forecaster_kind: str = "combined"
     profiles_dir: Path | None = None  # latency profiles (None: the committed profiles/latency)
     initial_rps: float | None = None  # sagemaker: the load when the window begins (sizes its first fleet)
     gamma: float = DEFAULT_GAMMA
@@ -223,8 +228,12 @@ def _set_batching(
 def _forecaster(inp: PolicyInputs, *, online: bool) -> ForecastSource:
     if inp.forecaster is not None:
         return inp.forecaster
-    from predictor.runtime import SHIPPED_MODEL_DIR, load_lstm
+    from predictor.runtime import SHIPPED_MODEL_DIR, load_ensemble, load_lstm
 
+    if inp.forecaster_kind not in ("combined", "lstm"):
+        raise ValueError(f"forecaster_kind must be 'combined' or 'lstm', got {inp.forecaster_kind!r}")
+    if online and inp.forecaster_kind == "combined":
+        return OnlineEnsemble(load_ensemble(inp.forecaster_dir or SHIPPED_MODEL_DIR, gamma=inp.gamma))
     lstm = load_lstm(inp.forecaster_dir or SHIPPED_MODEL_DIR)
     return OnlineLSTM(lstm, inp.gamma) if online else StaticForecaster(lstm)
 
@@ -254,8 +263,10 @@ def _exact(inp: PlanInput) -> Plan:
 
 
 def ours(inp: PolicyInputs) -> StepController:
-    """Ours: the online-calibrated LSTM (Gibbs & Candes 2021 over the shipped LSTM's calibration), the
-    ``milp`` planner with Lambda as a priced slack, spot within the risk budget (``spot_cover`` = SLmin:
+    """Ours: the combined forecaster (``forecaster_kind="combined"``, the default: the LSTM, the quantile
+    regression and the baselines, each calibrated online (Gibbs & Candes 2021, bounded), mixed per horizon
+    and quantile by their recent pinball loss, ``predictor/ensemble.py``; ``"lstm"``: the online-calibrated
+    LSTM alone), the ``milp`` planner with Lambda as a priced slack, spot within the risk budget (``spot_cover`` = SLmin:
     losing the largest spot pool still leaves instances + Lambda covering SLmin of demand), Lambda
     pre-warmed from the plan (``Plan.lambda_prewarm``, and the spot gap), the batching plan's (b, W) per
     type, the allowed types and markets.
@@ -287,7 +298,8 @@ def ours(inp: PolicyInputs) -> StepController:
         batching=_set_batching(pools, r.batching),
         token_prefix=inp.token_prefix,
     )
-    return StepController("ours", ctx, "online-calibrated LSTM p90, milp with Lambda slack, spot in risk budget")
+    what = "combined forecaster" if inp.forecaster_kind == "combined" else "online-calibrated LSTM"
+    return StepController("ours", ctx, f"{what} p90, milp with Lambda slack, spot in risk budget")
 
 
 def mark_release(inp: PolicyInputs) -> StepController:
@@ -532,6 +544,7 @@ def inputs_from_config(config: DeploymentConfig, *, model: str | None = None) ->
         "interval_s": config.controller.interval_s,
         "horizon_steps": config.controller.horizon_steps,
         "forecast_quantile": config.controller.forecast_quantile,
+        "forecaster_kind": config.controller.forecaster,
         "min_instances": config.fleet.min_instances,
         "max_instances": config.fleet.max_instances,
         "token_prefix": f"{config.name}-",

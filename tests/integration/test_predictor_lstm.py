@@ -147,6 +147,7 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         for name in ("LSTM", "quantile regression", "last value", "EWMA", "seasonal naive", "peak-hold"):
             assert name in text
         assert "p90 coverage 87-93 %" in text
+        assert ("combined " in text) == (calibration == "online")  # the mixture runs online only
 
 
 def test_cli_reports_malformed_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.config import DeploymentConfig
 from orchestrator.controller import policies
 from orchestrator.controller.actions import Drain, Launch, Prewarm, SetBatching, Terminate
-from orchestrator.controller.forecasting import OnlineLSTM, RunningPeakMax, StaticForecaster, TrueFuture
+from orchestrator.controller.forecasting import OnlineEnsemble, OnlineLSTM, RunningPeakMax, StaticForecaster, TrueFuture
 from orchestrator.controller.policies import (
     POLICIES,
     StepController,
@@ -135,10 +135,11 @@ def test_mark_paper_configuration_lstm_greedy_on_demand_lambda_without_prewarm()
     assert all(a.market == Market.ON_DEMAND for t in ticks for a in launches(t))
 
 
-def test_ours_configuration_and_online_calibration_state() -> None:
-    c = controller("ours", slo=Slo(sl_min=0.99))
+@pytest.mark.parametrize("kind", ["combined", "lstm"])
+def test_ours_configuration_and_online_calibration_state(kind: str) -> None:
+    c = controller("ours", slo=Slo(sl_min=0.99), forecaster_kind=kind)
     ctx = c.context
-    assert isinstance(ctx.forecaster, OnlineLSTM) and ctx.quantile == 0.9
+    assert isinstance(ctx.forecaster, OnlineEnsemble if kind == "combined" else OnlineLSTM) and ctx.quantile == 0.9
     assert ctx.planner_name == "milp" and ctx.spot_cover == 0.99 and ctx.prewarm_from_plan
     assert {p.key for p in ctx.pools} == {p.key for p in POOLS}
     history = tuple(int(x) for x in 100 + 20 * np.sin(np.arange(3600) / 300))
@@ -146,9 +147,15 @@ def test_ours_configuration_and_online_calibration_state() -> None:
     again = c.step(t1.state, Observation(3600.0, EPOCH0 + 3600.0, history, ()))
     assert again.forecast == t1.forecast and again.state.forecaster_state == t1.state.forecaster_state
     t2 = c.step(t1.state, Observation(3660.0, EPOCH0 + 3660.0, (400,) * 60, ()))
-    log_adj = t2.state.forecaster_state.inner.log_adj
-    assert log_adj[0].tolist() != [0.0, 0.0, 0.0] and not log_adj[1:].any()  # horizon 1 matured and missed
+    inner = t2.state.forecaster_state.inner
+    for cal in inner.members if kind == "combined" else (inner,):  # each member's calibration state
+        assert cal.log_adj[0].tolist() != [0.0, 0.0, 0.0] and not cal.log_adj[1:].any()  # h = 1 matured, missed
+    if kind == "combined":  # the weights are scored on the same outcome: horizon 1 only
+        assert inner.cum_loss[:, 0].any() and not inner.cum_loss[:, 1:].any()
+        assert "LSTM" in ctx.forecaster.name and "quantile regression" in ctx.forecaster.name
     assert of(t1, SetBatching) == [SetBatching("c5.large", 4, 10.0), SetBatching("c5.xlarge", 8, 12.0)]
+    with pytest.raises(ValueError, match="forecaster_kind"):
+        controller("ours", forecaster_kind="prophet")
 
 
 def test_lambda_only_never_launches() -> None:
