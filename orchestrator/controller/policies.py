@@ -266,10 +266,10 @@ def ours(inp: PolicyInputs) -> StepController:
     """Ours: the combined forecaster (``forecaster_kind="combined"``, the default: the LSTM, the quantile
     regression and the baselines, each calibrated online (Gibbs & Candes 2021, bounded), mixed per horizon
     and quantile by their recent pinball loss, ``predictor/ensemble.py``; ``"lstm"``: the online-calibrated
-    LSTM alone), the ``milp`` planner with Lambda as a priced slack, spot within the risk budget (``spot_cover`` = SLmin:
-    losing the largest spot pool still leaves instances + Lambda covering SLmin of demand), Lambda
-    pre-warmed from the plan (``Plan.lambda_prewarm``, and the spot gap), the batching plan's (b, W) per
-    type, the allowed types and markets.
+    LSTM alone), the ``milp`` planner with Lambda as a priced slack, spot within the risk budget
+    (``spot_cover`` = SLmin: losing the largest spot pool still leaves instances + Lambda covering SLmin
+    of demand), Lambda pre-warmed from the plan (``Plan.lambda_prewarm``, and the spot gap), the batching
+    plan's (b, W) per type, the allowed types and markets.
 
     The quantile planned for is ``forecast_quantile``, 0.9 by default. DESIGN.md asks for "the one at
     which instances + Lambda slack meet SLmin at least cost": with Lambda absorbing the excess over the
