@@ -10,9 +10,68 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = ROOT / "profiles" / "forecaster"
+
+
+def trace_format_args(p: argparse.ArgumentParser) -> None:
+    """How a trace file is read and its gaps marked (``mark forecast`` and ``mark simulate``): --format,
+    --time-column, --count-column, --gaps; :func:`trace_format_kwargs` turns them into ``load_trace`` keywords."""
+    p.add_argument(
+        "--format",
+        dest="trace_format",
+        choices=("auto", "per-second", "per-minute", "counts", "events"),
+        default="auto",
+        help="how to read the trace (default auto, by content): per-second = whitespace-separated counts a "
+        "second; per-minute = a header then one count a line (or a time + count CSV whose rows are whole "
+        "minutes apart); counts = a CSV of a time column and a count column on a regular grid of any interval, "
+        "each count spread over its interval; events = a CSV of one row per request (a count column, if any, "
+        "= that many requests at that time)",
+    )
+    p.add_argument(
+        "--time-column",
+        default=None,
+        metavar="NAME",
+        help="the CSV's time column (ISO 8601 or epoch s/ms/us/ns), when its name is not one of the known "
+        "ones (timestamp, time, ts, datetime, date, period, gmt_create, created_at, request_time, event_time, "
+        "start_time, ...) or when two columns could be it",
+    )
+    p.add_argument(
+        "--count-column",
+        default=None,
+        metavar="NAME",
+        help="the CSV's count column when its name is not a known one (count, requests, value, ...) or two "
+        "could be it; 'none': the CSV has no count column, each row is one request",
+    )
+    p.add_argument(
+        "--gaps",
+        choices=("auto", "none"),
+        default="auto",
+        help="auto (default): mark zero runs that even the quiet traffic beside them could not leave empty as "
+        "collection gaps (not scored, not replayed); none: every zero is a real zero (a service that stops on a "
+        "schedule)",
+    )
+
+
+class TraceFormat(TypedDict):
+    """``load_trace`` keywords set by :func:`trace_format_args`' flags."""
+
+    format: str
+    time_column: str | None
+    count_column: str | None
+    detect_gaps: bool
+
+
+def trace_format_kwargs(args: argparse.Namespace) -> TraceFormat:
+    """``load_trace`` keywords from :func:`trace_format_args`' flags."""
+    return {
+        "format": args.trace_format,
+        "time_column": args.time_column,
+        "count_column": args.count_column,
+        "detect_gaps": args.gaps == "auto",
+    }
 
 
 def _trace_args(p: argparse.ArgumentParser) -> None:
@@ -20,7 +79,7 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
         "--trace",
         required=True,
         help="per-second counts (.txt, or a .tbz2 holding workload.txt), per-minute CSV (peaks then estimated), "
-        "or a CSV with a timestamp column",
+        "a CSV of counts per interval with a time column, or a CSV request log (one row per request)",
     )
     p.add_argument(
         "--start", default=None, help="clock of the trace's first second (ISO 8601 or epoch s) if it has none"
@@ -29,8 +88,10 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
         "--gap-min-expected",
         type=float,
         default=100.0,
-        help="a zero run is a collection gap when the traffic around it would have sent this many requests in it",
+        help="a zero run is a collection gap when the quiet traffic beside it (10th-percentile minute of the day "
+        "before or after) would have sent this many requests in it",
     )
+    trace_format_args(p)
     p.add_argument("--test-days", "--last-days", dest="test_days", type=float, default=4.0, help="held-out last days")
     p.add_argument("--val-days", type=float, default=3.0, help="validation days just before them (default 3)")
 
@@ -38,7 +99,12 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from predictor.traces import load_trace
 
-    trace = load_trace(args.trace, start=args.start, gap_min_expected=args.gap_min_expected)
+    trace = load_trace(
+        args.trace,
+        start=args.start,
+        gap_min_expected=args.gap_min_expected,
+        **trace_format_kwargs(args),
+    )
     scale = getattr(args, "scale", 1.0)
     return trace.scaled(scale) if scale != 1.0 else trace
 
@@ -83,6 +149,15 @@ def _train_command(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+    for flag, option in (
+        ("trace_format", "format"),
+        ("time_column", "time-column"),
+        ("count_column", "count-column"),
+        ("gaps", "gaps"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None and value != "auto":
+            parts += ["--" + option, str(value)]
     for flag in ("batch", "lr", "qr_epochs", "thinning", "seed"):
         value = getattr(args, flag)
         parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
@@ -111,7 +186,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
         results = evaluate(forecasters, series, split.test)
     print(report_header(trace.describe(), args, spec, split.describe()))
     print(table(results, horizons, markdown=args.markdown))
-    for line in acceptance(results):
+    for line in acceptance(results, trace=Path(trace.source).name):
         print(("- " if args.markdown else "") + line)
     return 0
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.args import non_negative, positive, positive_int
+from orchestrator.cli.forecast import trace_format_args, trace_format_kwargs
 
 SIM_MAX_INSTANCES = 1000  # without --config: the deployment config's default (8) is sized for this machine
 
@@ -35,6 +36,7 @@ def add_simulate_parser(sub: Any) -> None:
         "cold starts) under each policy, and prints cost per 1M requests and SLO attainment side by side.",
     )
     p.add_argument("--trace", required=True, help="any trace file the project reads (per-second counts, CSV, …)")
+    trace_format_args(p)
     p.add_argument("--scale", type=positive, default=1.0, help="multiply the trace's rates")
     p.add_argument("--days", type=positive, default=None, help="the last N full days of the trace (default 1)")
     p.add_argument("--start", default=None, help="window start: seconds from the trace's start, or an ISO time")
@@ -121,7 +123,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.profiles is not None and not Path(args.profiles).is_dir():
         raise FileNotFoundError(f"--profiles {args.profiles}: not a folder (mark profile writes one per model)")
     policies = policy_names(args.policy, POLICY_ORDER)
-    trace = load_trace(args.trace)
+    trace = load_trace(args.trace, **trace_format_kwargs(args))
     window = trace_window(trace, days=args.days, start=args.start, end=args.end, scale=args.scale, seed=args.seed)
     model = deployment.models[0]
     plan = SimulationPlan(
