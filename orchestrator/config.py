@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -171,6 +172,15 @@ class ControllerConfig(_Section):
     horizon_steps: StrictInt = Field(10, ge=1, le=120, description="steps the planner looks ahead")
     planner: str = Field("milp", description="the fleet planner: milp or mark_greedy")
     forecast_quantile: StrictFloat = Field(0.9, description="the forecast quantile the planner provisions for")
+    record_arrivals: bool = Field(
+        True, description="the front door records requests per second: the data the forecaster retrains on"
+    )
+    history_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="folder of the per-second arrival history (default: $MARK_STATE_DIR/NAME/arrivals, else "
+        "~/.local/state/mark/NAME/arrivals; NAME is the deployment name)",
+    )
 
     @field_validator("planner")
     @classmethod
@@ -293,6 +303,17 @@ class DeploymentConfig(_Section):
     backend: Backend = Field(default_factory=LocalBackend, description="where it runs: local (default) or aws")
 
     _unique_models = field_validator("models")(lambda v: _unique(v))
+
+    def history_path(self) -> Path:
+        """Where the front door records arrivals: ``controller.history_dir``, else
+        ``$MARK_STATE_DIR/NAME/arrivals``, else ``$XDG_STATE_HOME`` (``~/.local/state``)``/mark/NAME/arrivals``."""
+        if self.controller.history_dir is not None:
+            return Path(self.controller.history_dir).expanduser()
+        state = os.environ.get("MARK_STATE_DIR")
+        if state:
+            return Path(state).expanduser() / self.name / "arrivals"
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(xdg) / "mark" / self.name / "arrivals"
 
     @model_validator(mode="before")
     @classmethod
