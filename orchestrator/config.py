@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -175,6 +176,15 @@ class ControllerConfig(_Section):
         "combined",
         description="the load forecaster: combined (every member mixed by recent pinball loss) or lstm (alone)",
     )
+    record_arrivals: bool = Field(
+        True, description="the front door records requests per second: the data the forecaster retrains on"
+    )
+    history_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="folder of the per-second arrival history (default: $MARK_STATE_DIR/NAME/arrivals, else "
+        "~/.local/state/mark/NAME/arrivals; NAME is the deployment name)",
+    )
 
     @field_validator("planner")
     @classmethod
@@ -297,6 +307,17 @@ class DeploymentConfig(_Section):
     backend: Backend = Field(default_factory=LocalBackend, description="where it runs: local (default) or aws")
 
     _unique_models = field_validator("models")(lambda v: _unique(v))
+
+    def history_path(self) -> Path:
+        """Where the front door records arrivals: ``controller.history_dir``, else
+        ``$MARK_STATE_DIR/NAME/arrivals``, else ``$XDG_STATE_HOME`` (``~/.local/state``)``/mark/NAME/arrivals``."""
+        if self.controller.history_dir is not None:
+            return Path(self.controller.history_dir).expanduser()
+        state = os.environ.get("MARK_STATE_DIR")
+        if state:
+            return Path(state).expanduser() / self.name / "arrivals"
+        xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(xdg) / "mark" / self.name / "arrivals"
 
     @model_validator(mode="before")
     @classmethod

@@ -31,6 +31,8 @@ RUN_FLAGS: dict[str, tuple[str, str, Any]] = {
     "port": ("frontdoor.port", "--port", None),
     "time_factor": ("backend.time_factor", "--time-factor", None),
     "instance_threads": ("backend.instance_threads", "--instance-threads", None),
+    "history_dir": ("controller.history_dir", "--history-dir", None),
+    "no_history": ("controller.record_arrivals", "--no-history", lambda v: not v),
 }
 
 
@@ -48,7 +50,7 @@ def deployment_from_args(args: argparse.Namespace) -> DeploymentConfig:
     origins: dict[str, str] = {}
     for dest, (path, flag, convert) in RUN_FLAGS.items():
         value = getattr(args, dest, None)
-        if value is None or (dest == "no_lambda" and not value):
+        if value is None or (dest in ("no_lambda", "no_history") and not value):
             continue
         updates[path] = convert(value) if convert else value
         origins[path] = flag
@@ -198,4 +200,14 @@ def add_run_config_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="at most this many onnxruntime threads per local instance (a type gets one per physical core, "
         "vCPU / 2; default cap: half this machine's cores, leaving room for the local Lambda and the front door)",
+    )
+    p.add_argument(
+        "--history-dir",
+        default=None,
+        metavar="DIR",
+        help="record requests per second here (mark forecast train --from-history DIR; default: "
+        "$MARK_STATE_DIR/NAME/arrivals, else ~/.local/state/mark/NAME/arrivals)",
+    )
+    p.add_argument(
+        "--no-history", action="store_true", default=None, help="do not record arrivals (controller.record_arrivals)"
     )

@@ -12,6 +12,15 @@ import sys
 from pathlib import Path
 from typing import TypedDict
 
+from orchestrator.cli.forecast_history import (
+    add_history_source,
+    add_promote_flags,
+    add_promote_parser,
+    check_history,
+    load_history,
+    promote,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = ROOT / "profiles" / "forecaster"
 
@@ -74,10 +83,13 @@ def trace_format_kwargs(args: argparse.Namespace) -> TraceFormat:
     }
 
 
-def _trace_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _trace_args(p: argparse.ArgumentParser, history: bool = False) -> None:
+    source = p.add_mutually_exclusive_group(required=True) if history else p
+    if history:  # this deployment's own arrivals (issue 14): see orchestrator/cli/forecast_history.py
+        add_history_source(source)
+    source.add_argument(
         "--trace",
-        required=True,
+        required=not history,
         help="per-second counts (.txt, or a .tbz2 holding workload.txt), per-minute CSV (peaks then estimated), "
         "a CSV of counts per interval with a time column, or a CSV request log (one row per request)",
     )
@@ -99,6 +111,8 @@ def _trace_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from predictor.traces import load_trace
 
+    if getattr(args, "from_history", None) is not None:
+        return load_history(args)
     trace = load_trace(
         args.trace,
         start=args.start,
@@ -131,6 +145,8 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     command = _train_command(args)
+    if args.from_history is not None:
+        check_history(trace, args)  # NotEnoughHistory states the minimum
     spec = train(trace, args.out, cfg, command=command)
     t = spec["training"]
     print(
@@ -138,13 +154,16 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         f"model in {args.out}: "
         + ", ".join(f"{p.name} {p.stat().st_size / 1024:.0f} KiB" for p in sorted(Path(args.out).iterdir()))
     )
+    if args.promote_to is not None:
+        return promote(args, trace)
     return 0
 
 
 def _train_command(args: argparse.Namespace) -> str:
     """The full command with every training option spelled out, so a later change of defaults cannot
     change what it reproduces."""
-    parts = ["mark", "forecast", "train", "--trace", args.trace, "--out", args.out]
+    source = ["--from-history", args.from_history] if args.from_history is not None else ["--trace", args.trace]
+    parts = ["mark", "forecast", "train", *source, "--out", args.out]
     for flag in ("start", "gap_min_expected", "test_days", "val_days", "epochs", "patience", "hidden", "layers"):
         value = getattr(args, flag)
         if value is not None:
@@ -221,7 +240,8 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     fsub = fc.add_subparsers(dest="forecast_command", required=True)
 
     tr = fsub.add_parser("train", help="train the quantile LSTM + quantile regression, fit baselines, export ONNX")
-    _trace_args(tr)
+    _trace_args(tr, history=True)
+    add_promote_flags(tr)
     tr.add_argument("--out", required=True, help="model folder to write (model.onnx, qr.npz, forecaster.json)")
     tr.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation)")
     tr.add_argument("--patience", type=int, default=6, help="epochs without validation improvement before stopping")
@@ -256,3 +276,4 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     ev.add_argument("--gamma", type=float, default=0.01, help="online calibration step (log factor per outcome)")
     ev.add_argument("--markdown", action="store_true", help="markdown tables")
     ev.set_defaults(func=cmd_forecast_eval)
+    add_promote_parser(fsub)

@@ -217,6 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if not config.initial_instances and function is None:
         print("[run] WARNING: no instance and no Lambda: every request will be answered 503", file=sys.stderr)
+    if config.history_dir is not None:
+        print(f"[run] recording arrivals per second in {config.history_dir} (--no-history: off)", file=sys.stderr)
     if args.serve:
         return _serve(config, function, catalog, api_keys)
     if args.trace:

@@ -32,6 +32,7 @@ from inference.v2 import (
     status_reason,
     unknown_model,
 )
+from orchestrator.frontdoor.arrivals import ArrivalRecorder
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher
 
@@ -102,7 +103,10 @@ class FrontDoorServer:
 
 class FrontDoor:
     """The front door's ASGI app: the v2 surface (inference/v2.py) with infer forwarded by the
-    dispatcher, ``/metrics``, and API keys on every route but health when ``api_keys`` is set."""
+    dispatcher, ``/metrics``, and API keys on every route but health when ``api_keys`` is set.
+
+    ``arrivals``, when set, counts each inference request admitted to dispatch (known model and version,
+    body read: the demand the forecaster learns, whatever the fleet then answers) per second."""
 
     def __init__(
         self,
@@ -113,8 +117,10 @@ class FrontDoor:
         max_body_bytes: int = 64 * 1024 * 1024,
         cost: Callable[[], dict[str, float]] | None = None,
         api_keys: ApiKeys | None = None,
+        arrivals: ArrivalRecorder | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.arrivals = arrivals
         self.server = FrontDoorServer(dispatcher, repo, models)
         self.models = models
         self.max_body_bytes = max_body_bytes
@@ -144,6 +150,8 @@ class FrontDoor:
                 if (value := single_header(scope, name)) is not None:
                     headers[name.decode()] = value
             budget_ms = request_budget_ms(body, headers, self.dispatcher.config.rt_max_ms)
+            if self.arrivals is not None:
+                self.arrivals.record()
             answer = await self.dispatcher.handle(model, scope["path"], body, headers, budget_ms)
         except ClientDisconnected as e:
             self.failure.inc(labels + (("reason", failure_reason(e)),))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -23,9 +24,11 @@ from orchestrator.config import DeploymentConfig
 from orchestrator.config import LocalBackend as LocalBackendConfig
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.frontdoor.app import FrontDoor
+from orchestrator.frontdoor.arrivals import ArrivalRecorder
 from orchestrator.frontdoor.auth import ApiKeys
 from orchestrator.frontdoor.dispatcher import Dispatcher, FrontDoorConfig
 from orchestrator.types import InstanceState, Market
+from predictor.history import HistoryWriter, writer_id_for
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class StackConfig:
     queue_bound: int = 256
     types: tuple[InstanceTypeSpec, ...] = field(default_factory=tuple)
     max_instances: int | None = None  # None: what this machine can hold
+    # Per-second arrivals go to this folder (predictor.history; `mark forecast train --from-history`);
+    # None: not recorded.
+    history_dir: str | None = None
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -93,6 +99,7 @@ def stack_config(deployment: DeploymentConfig, catalog: Catalog, repository: str
         queue_bound=deployment.batching.max_queue,
         types=types,
         max_instances=deployment.fleet.max_instances,
+        history_dir=str(deployment.history_path()) if deployment.controller.record_arrivals else None,
     )
 
 
@@ -183,6 +190,8 @@ class LocalStack:
                 "or frontdoor.port (0 = any free port)",
             ) from None
         self._socket = sock
+        self.port = int(sock.getsockname()[1])
+        self._start_recording()
         if self.function is not None:
             await self.function.start()
         if c.initial_instances:
@@ -211,6 +220,21 @@ class LocalStack:
             await asyncio.sleep(0.01)
         self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
 
+    def _start_recording(self) -> None:
+        """Record arrivals when ``history_dir`` is set; a folder that cannot be created is reported and
+        serving goes on without recording (the forecaster then keeps its current model)."""
+        c = self.config
+        if c.history_dir is None:
+            return
+        try:
+            writer = HistoryWriter(c.history_dir, writer_id_for(f"frontdoor-{c.host}-{self.port}"))
+        except OSError as e:
+            print(f"[run] WARNING: not recording arrivals: {e}", file=sys.stderr)
+            return
+        recorder = ArrivalRecorder(writer)
+        recorder.start()
+        self.frontdoor.arrivals = recorder
+
     async def wait_running(self, count: int = 1, timeout_s: float = 60.0) -> list[Instance]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -227,6 +251,9 @@ class LocalStack:
             self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.frontdoor.arrivals is not None:  # after the server: every accepted request is counted
+            await self.frontdoor.arrivals.close()
+            self.frontdoor.arrivals = None
         if self.function is not None:
             await self.function.stop()
         await self.cloud.close()
