@@ -21,6 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every ``mark run`` of the suite (in process or a subprocess) keeps its state, the front doors'
+    arrival history included, in a temporary folder, never in the user's ~/.local/state."""
+    old = os.environ.get("MARK_STATE_DIR")
+    os.environ["MARK_STATE_DIR"] = str(tmp_path_factory.mktemp("mark-state"))
+    yield
+    if old is None:
+        os.environ.pop("MARK_STATE_DIR", None)
+    else:
+        os.environ["MARK_STATE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def digits_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
     from inference.zoo import digits
