@@ -39,6 +39,11 @@ from predictor.calibration import FACTOR_BOUNDS, Calibration, floored, monotone
 from predictor.features import History, HistoryRows, rows_of
 
 DEFAULT_GAMMA = 0.01
+# A controller that starts with history (a restart, or a simulation of a deployment live before its
+# window) first replays the forecaster over this many minutes of it, so its online state (calibration
+# factors, the combined forecaster's weights) has adapted to this traffic before its first real forecast:
+# at gamma 0.01 a factor needs hours to move from the training trace's values to another trace's.
+WARM_UP_MINUTES = 1440
 STATE_FORMAT_VERSION = 1
 
 

@@ -33,8 +33,14 @@ import numpy as np
 
 from predictor.baselines import Forecaster
 from predictor.ensemble import Ensemble, EnsembleState
-from predictor.features import QUANTILES, History
-from predictor.online import DEFAULT_GAMMA, CalibrationState, RawQuantileForecaster, calibrated_forecast
+from predictor.features import HISTORY_MINUTES, QUANTILES, History, minute_series_from_seconds
+from predictor.online import (
+    DEFAULT_GAMMA,
+    WARM_UP_MINUTES,
+    CalibrationState,
+    RawQuantileForecaster,
+    calibrated_forecast,
+)
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,28 @@ class _MinuteForecaster:
     def initial_state(self) -> MinuteState:
         return MinuteState(self._inner_initial())
 
+    def _warmed(self, inputs: ForecastInputs, origin: int, offset: float) -> Any:
+        """The initial inner state replayed over the last ``WARM_UP_MINUTES`` origins before ``origin`` that
+        ``inputs.new_seconds`` (the first observation's arrivals: the history the controller starts with)
+        holds with their full look-back, in order; the initial state itself without such history or
+        without online state (a static forecaster)."""
+        inner = self._inner_initial()
+        drop = min(int(round(offset)), inputs.new_seconds.size)
+        seconds = inputs.new_seconds[: inputs.new_seconds.size - drop] if drop else inputs.new_seconds
+        n = seconds.size // 60
+        if inner is None or n <= HISTORY_MINUTES:
+            return inner
+        seconds = seconds[seconds.size - 60 * n :]
+        series = minute_series_from_seconds(seconds, epoch0=60.0 * (origin - n))
+        for t in range(max(HISTORY_MINUTES, n - WARM_UP_MINUTES), n):
+            _, inner = self._minute_forecast(History.from_series(series, t), inner)
+        return inner
+
     def forecast(self, inputs: ForecastInputs, state: Any) -> tuple[np.ndarray, Any]:
         st = state if isinstance(state, MinuteState) else self.initial_state()
         history, origin, offset = _history_at_minute(inputs)
+        if st.origin_minute is None and st.forecast is None:  # the first step: warm up on the history given
+            st = MinuteState(self._warmed(inputs, origin, offset))
         if st.forecast is not None and st.origin_minute == origin:
             fc = st.forecast
         else:

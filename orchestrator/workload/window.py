@@ -13,10 +13,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from predictor.features import HISTORY_MINUTES
+from predictor.online import WARM_UP_MINUTES
 from predictor.traces import Trace
 
 DAY_S = 86_400
-HISTORY_S = DAY_S + 3600  # what the forecaster looks back at most (predictor.features.HISTORY_MINUTES)
+# what the controller is given before the window: the forecaster's look-back (25 h) for each of the
+# WARM_UP_MINUTES (a day) it replays first to adapt its online state (controller/forecasting.py)
+HISTORY_S = 60 * (HISTORY_MINUTES + WARM_UP_MINUTES)
 
 
 class WindowError(ValueError):

@@ -253,3 +253,24 @@ def test_mark_greedy_launch_overhead_and_markets() -> None:
     assert mark_greedy(spot).launches == (("c5.large", SPOT, 2),)
     with pytest.raises(ValueError, match="launch_overhead_s"):
         fakes.plan_input([1.0], launch_overhead_s=-1.0)
+
+
+def test_a_controller_started_with_history_warms_its_forecaster_on_the_last_day_of_it() -> None:
+    """A deployment live before the window (or a restarted controller): the first step replays the
+    forecaster over the last day of the history it is given, so its calibration and weights start adapted."""
+    from predictor.baselines import EWMA, LastValue
+    from predictor.calibration import Calibration
+    from predictor.ensemble import Ensemble
+    from predictor.features import HISTORY_MINUTES, HORIZON
+    from predictor.online import WARM_UP_MINUTES
+
+    cal = Calibration(np.full((HORIZON, 3), 3.0))  # far too wide for this trace: warming narrows it
+    ens = Ensemble([LastValue(calibration=cal), EWMA(alpha=0.3, calibration=cal)])
+    c = controller("ours", forecaster=OnlineEnsemble(ens))
+    n = 60 * (HISTORY_MINUTES + WARM_UP_MINUTES)
+    history = tuple(int(x) for x in np.random.default_rng(0).poisson(50.0, n))
+    warm = c.step(c.initial_state(), Observation(float(n), EPOCH0 + n, history, ())).state.forecaster_state.inner
+    assert warm.cum_loss.any() and all(float(m.log_adj.max()) < -0.1 for m in warm.members)  # factors shrank
+    short = history[-60 * HISTORY_MINUTES :]  # only the look-back: nothing to warm up on
+    cold = c.step(c.initial_state(), Observation(float(n), EPOCH0 + n, short, ())).state.forecaster_state.inner
+    assert not cold.cum_loss.any() and not any(m.log_adj.any() for m in cold.members)
