@@ -29,6 +29,17 @@ positive = number_arg(lambda v: v > 0, "a number > 0")
 non_negative = number_arg(lambda v: v >= 0, "a number >= 0")
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return v
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:

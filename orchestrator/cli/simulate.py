@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cli.args import non_negative, positive, positive_int
+from orchestrator.cli.args import non_negative, non_negative_int, positive, positive_int
 from orchestrator.cli.forecast import trace_format_args, trace_format_kwargs
 
 SIM_MAX_INSTANCES = 1000  # without --config: the deployment config's default (8) is sized for this machine
@@ -75,7 +75,7 @@ def add_simulate_parser(sub: Any) -> None:
         help="what ours forecasts with (default: the config's, combined: every member mixed by recent loss)",
     )
     p.add_argument("--spot-hazard", type=non_negative, default=0.0, help="spot interruptions per spot instance-hour")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds arrivals, service times, spot hazards")
     p.add_argument("--jobs", type=positive_int, default=2, help="policies simulated at once (processes)")
     p.add_argument("--out", default=None, metavar="DIR", help="write results.json, results.csv, per-policy JSON, PNGs")
     p.set_defaults(func=cmd_simulate)
@@ -206,7 +206,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             "command": " ".join(sys.argv),
             "failed": {f.policy: f.error for f in failures},
         }
-        write_json(results, out / "results.json", meta)
+        write_json(results, out / "results.json", meta, known_policies=POLICY_ORDER)
         write_csv(results, out / "results.csv")
         pngs = plot(results, out, f"{model}, {window.label}")
         print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, per-policy JSON, {len(pngs)} plots in {out}")

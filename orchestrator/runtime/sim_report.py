@@ -61,9 +61,16 @@ def table(results: Sequence[SimResult], sl_min: float) -> str:
     return "\n".join(lines)
 
 
-def write_json(results: Sequence[SimResult], path: Path, meta: dict[str, Any]) -> None:
+def write_json(
+    results: Sequence[SimResult], path: Path, meta: dict[str, Any], known_policies: Sequence[str] = ()
+) -> None:
     """``{"meta": ..., "results": [summary, ...]}``, plus each policy's minute series and decision log
-    in ``<policy>.json`` beside it."""
+    in ``<policy>.json`` beside it. A ``<policy>.json`` of a policy in ``known_policies`` that this run
+    did not simulate (left by an earlier run into the same folder) is removed, so the folder never
+    mixes runs; other files are left alone."""
+    ran = {r.policy for r in results}
+    for name in set(known_policies) - ran:
+        (path.parent / f"{name}.json").unlink(missing_ok=True)
     doc = {"meta": meta, "results": [r.summary() for r in results]}
     path.write_text(json.dumps(_clean(doc), indent=2, allow_nan=False))
     for r in results:

@@ -60,6 +60,8 @@ def test_every_policy_runs_and_the_outputs_agree(
         (["--days", "5"], "--days 5: the trace holds 0.12 days"),
         (["--types", "c9.huge"], "fleet.instance_types: unknown instance type 'c9.huge'"),
         (["--sl-min", "1.5"], "slo.sl_min (from --sl-min): Input should be less than 1"),
+        (["--seed", "-5"], "argument --seed: must be a whole number >= 0, got '-5'"),
+        (["--forecaster", "prophet"], "argument --forecaster: invalid choice: 'prophet'"),
     ],
 )
 def test_bad_input_is_refused_before_simulating(

@@ -78,6 +78,13 @@ def test_json_and_csv_read_back(tmp_path: Path) -> None:
     assert float(rows[1]["total_usd"]) == 9.0 and rows[0]["instance_hours"] == "c5.large/on-demand=0.050"
 
 
+def test_a_reused_out_folder_keeps_no_per_policy_json_of_an_earlier_run(tmp_path: Path) -> None:
+    (tmp_path / "oracle.json").write_text("{}")  # an earlier run's policy, not simulated now
+    (tmp_path / "notes.json").write_text("{}")  # the user's own file
+    write_json(RESULTS[:1], tmp_path / "results.json", {}, known_policies=("ours", "oracle", "sagemaker"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json", "ours.json", "results.json"]
+
+
 def test_the_plots_are_written(tmp_path: Path) -> None:
     files = plot(RESULTS, tmp_path, "test")
     assert [f.name for f in files] == ["load_forecast.png", "fleet.png", "latency.png", "cost.png"]
