@@ -103,6 +103,26 @@ def run_one(plan: SimulationPlan, policy: str, progress: Callable[[float], None]
     return simulate(plan.window.counts, controller, setup_for(controller, base_setup(plan)), progress)
 
 
+PARENT_CHECK_S = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """In a worker or manager process: a daemon thread that ends this process within
+    ``PARENT_CHECK_S`` once ``parent_pid`` (the ``mark simulate`` that started it) is gone, however it
+    ended (SIGTERM and SIGKILL run no cleanup in the parent; without this its pool stayed behind,
+    simulating for nobody)."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _child(plan: SimulationPlan, policy: str, updates: Any) -> SimResult:
     return run_one(plan, policy, lambda f: updates.put((policy, f)))
 
@@ -138,8 +158,14 @@ def run_all(
                 failures.append(Failure(p, f"{type(e).__name__}: {e}"))
             done[p] = 1.0
     else:
+        import os
+        from multiprocessing.managers import SyncManager
+
         ctx = mp.get_context("spawn")  # a clean interpreter each: no inherited threads or sessions
-        with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        me = os.getpid()
+        manager = SyncManager(ctx=ctx)
+        manager.start(exit_with_parent, (me,))
+        with manager, ProcessPoolExecutor(jobs, ctx, initializer=exit_with_parent, initargs=(me,)) as pool:
             updates = manager.Queue()
             futures = {p: pool.submit(_child, plan, p, updates) for p in plan.policies}
             while not all(f.done() for f in futures.values()):

@@ -225,3 +225,50 @@ def test_all_with_names_is_all_once() -> None:
 
     assert policy_names(["all", "ours"], POLICY_ORDER) == POLICY_ORDER
     assert policy_names(["oracle", "ours", "oracle"], POLICY_ORDER) == ("oracle", "ours")
+
+
+def test_killing_mark_simulate_leaves_no_worker_process_behind(trace: Path) -> None:
+    """SIGKILL (or SIGTERM) runs no cleanup in the parent; its pool and manager processes end on their own
+    within a few seconds instead of simulating on for nobody."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def children(pid: int) -> set[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+        return {int(x) for x in out.split()}
+
+    argv = [sys.executable, "-m", "orchestrator.cli.main", "simulate", "--trace", str(trace), "--scale", "20"]
+    argv += ["--start", "3600", "--end", str(3 * 3600), "--jobs", "2", "--policy", "oracle", "mark-paper"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while len(kids := children(proc.pid)) < 3 and time.monotonic() < deadline:  # manager + 2 workers
+            time.sleep(0.2)
+        assert len(kids) >= 3 and proc.poll() is None, "the run ended or never started its pool"
+        time.sleep(1.0)  # the workers are simulating now
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        alive = set(kids)
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = {k for k in alive if os.path.exists(f"/proc/{k}") and "zombie" not in _state(k)}
+        assert not alive, f"left behind: {sorted(alive)}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for k in kids | children(proc.pid):  # by PID, whatever the outcome
+            if os.path.exists(f"/proc/{k}"):
+                os.kill(k, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((line for line in f if line.startswith("State:")), "").lower()
+    except OSError:
+        return "zombie"
