@@ -1,0 +1,69 @@
+"""predictor.train.train_many: one model fit on several traces at once (tiny traces, seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from predictor import synthetic
+from predictor.features import minute_series
+
+
+def test_each_trace_carries_the_same_total_weight() -> None:
+    pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
+    from predictor.train import _dataset
+
+    busy, quiet = minute_series(synthetic.flash(3, seed=0)), minute_series(synthetic.diurnal(3, seed=0))
+    groups = [([busy, busy], np.arange(1500, 3500)), ([quiet], np.arange(1500, 2000))]  # 8x the rows
+    _, t = _dataset(groups)
+    w = t.w.numpy()
+    n_busy = int((w[: 2 * 2000].sum(axis=1) > 0).sum())
+    assert n_busy > 3000 and w.shape[0] == 2 * 2000 + 500
+    assert w[: 2 * 2000].sum() == pytest.approx(w[2 * 2000 :].sum(), rel=1e-4)
+
+
+def test_train_many_records_every_source_and_fits_calibration_on_their_union(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
+    from predictor.runtime import load_forecasters
+    from predictor.train import TrainConfig, train_many
+
+    traces = [synthetic.diurnal(4, seed=0), synthetic.sparse(4, seed=0)]
+    cfg = TrainConfig(
+        epochs=2, hidden=8, qr_epochs=2, batch=512, test_days=1, val_days=1, thinning=(1.0, 0.1), max_origins=400
+    )
+    spec = train_many(traces, tmp_path, cfg, command="pytest many")
+    t = spec["training"]
+    assert [r["source"].split(":")[0] for r in t["traces"]] == [tr.source for tr in traces]
+    assert [r["thinning"] for r in t["traces"]] == [[1.0, 0.1], [1.0]]  # thinning sparse would delete its bursts
+    assert [r["weight_share"] for r in t["traces"]] == [0.5, 0.5]
+    assert t["trace"].startswith("2 traces (synthetic diurnal") and t["config"]["max_origins"] == 400
+    for r in t["traces"]:  # each trace split the same way: 4 days = 2 train + 1 validation + 1 test
+        assert r["split_minutes"]["validation_start_day"] == 2.0 and r["split_minutes"]["test_start_day"] == 3.0
+    assert json.loads((tmp_path / "forecaster.json").read_text())["training"]["traces"] == t["traces"]
+    # the LSTM's p90 factors fit on the union: on the diurnal trace alone the sparse minutes are absent,
+    # so the union's factors differ from a single-trace fit's
+    single = train_many(traces[:1], tmp_path / "one", cfg, command="pytest one")
+    assert spec["calibration"]["lstm"] != single["calibration"]["lstm"]
+    assert len(load_forecasters(tmp_path)) >= 6
+
+
+def test_cli_trains_on_several_traces_and_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
+    from orchestrator.cli.main import main
+
+    path = tmp_path / "workload.txt"
+    path.write_text(" ".join(str(int(v)) for v in synthetic.diurnal(4, seed=5).per_second))
+    out = tmp_path / "model"
+    argv = ["forecast", "train", "--trace", str(path), "--trace", f"{path}@10", "--synthetic", "sparse:4"]
+    argv += ["--out", str(out), "--epochs", "1", "--hidden", "8", "--qr-epochs", "1", "--thinning", "1"]
+    argv += ["--test-days", "1", "--val-days", "1", "--max-origins", "300", "--quiet"]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0 and "trained in" in capsys.readouterr().out
+    t = json.loads((out / "forecaster.json").read_text())["training"]
+    assert len(t["traces"]) == 3 and t["traces"][2]["source"].startswith("synthetic sparse 4 d seed 0")
+    assert f"--trace {path}@10" in t["command"] and "--synthetic sparse:4" in t["command"]
+    assert "--max-origins 300" in t["command"]
