@@ -25,7 +25,28 @@ def test_each_trace_carries_the_same_total_weight() -> None:
     assert w[: 2 * 2000].sum() == pytest.approx(w[2 * 2000 :].sum(), rel=1e-4)
 
 
-def test_train_many_records_every_source_and_fits_calibration_on_their_union(tmp_path: Path) -> None:
+def test_calibration_is_the_median_of_per_trace_factors_and_survives_a_sparse_trace() -> None:
+    pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
+    from predictor.baselines import LastValue
+    from predictor.calibration import Calibration
+    from predictor.features import QUANTILES, rows_at, targets_at
+    from predictor.train import _calibrate
+
+    parts = [
+        (minute_series(synthetic.make(f, 2, seed=0)), np.arange(1500, 2400)) for f in ("diurnal", "weekly", "sparse")
+    ]
+    targets = [targets_at(ms, o) for ms, o in parts]
+    got = _calibrate(LastValue(), parts, targets).factors
+    each = [
+        Calibration.fit(LastValue().raw_rows(rows_at(ms, o)), *t, QUANTILES).factors
+        for (ms, o), t in zip(parts, targets, strict=True)
+    ]
+    np.testing.assert_allclose(got, np.median(np.stack(each), axis=0))
+    assert each[2].max() > 1e3  # sparse alone: a 0 forecast before a burst
+    assert got.max() < 3.0  # the typical trace's factors, not the sparse trace's
+
+
+def test_train_many_records_every_source_and_fits_calibration_on_every_trace(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
     from predictor.runtime import load_forecasters
     from predictor.train import TrainConfig, train_many
@@ -43,8 +64,7 @@ def test_train_many_records_every_source_and_fits_calibration_on_their_union(tmp
     for r in t["traces"]:  # each trace split the same way: 4 days = 2 train + 1 validation + 1 test
         assert r["split_minutes"]["validation_start_day"] == 2.0 and r["split_minutes"]["test_start_day"] == 3.0
     assert json.loads((tmp_path / "forecaster.json").read_text())["training"]["traces"] == t["traces"]
-    # the LSTM's p90 factors fit on the union: on the diurnal trace alone the sparse minutes are absent,
-    # so the union's factors differ from a single-trace fit's
+    # two traces: the median is the mean of their factors, so not the diurnal-only fit's
     single = train_many(traces[:1], tmp_path / "one", cfg, command="pytest one")
     assert spec["calibration"]["lstm"] != single["calibration"]["lstm"]
     assert len(load_forecasters(tmp_path)) >= 6
