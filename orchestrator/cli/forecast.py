@@ -52,6 +52,8 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _load_many(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     """Every ``--trace PATH[@SCALE]`` then every ``--synthetic FAMILY[:DAYS]`` (seeds --seed, --seed+1, ...)."""
+    from dataclasses import replace
+
     from predictor import synthetic
     from predictor.traces import load_trace
 
@@ -65,7 +67,7 @@ def _load_many(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
             except ValueError:
                 raise ValueError(f"--trace {spec!r}: the part after '@' must be a scale factor") from None
         trace = load_trace(path, start=args.start, gap_min_expected=args.gap_min_expected)
-        out.append(trace.scaled(scale) if scale != 1.0 else trace)
+        out.append(replace(trace.scaled(scale), source=f"{trace.source} x{scale:g}") if scale != 1.0 else trace)
     for i, spec in enumerate(args.synthetic or []):
         family, days = synthetic.parse_spec(spec)
         out.append(synthetic.make(family, days, seed=args.seed + i))

@@ -84,6 +84,7 @@ def test_cli_trains_on_several_traces_and_synthetic(tmp_path: Path, capsys: pyte
         main(argv)
     assert e.value.code == 0 and "trained in" in capsys.readouterr().out
     t = json.loads((out / "forecaster.json").read_text())["training"]
+    assert t["traces"][1]["source"].startswith(f"{path} x10: ")  # the scale is part of the recorded source
     assert len(t["traces"]) == 3 and t["traces"][2]["source"].startswith("synthetic sparse 4 d seed 0")
     assert f"--trace {path}@10" in t["command"] and "--synthetic sparse:4" in t["command"]
     assert "--max-origins 300" in t["command"]
