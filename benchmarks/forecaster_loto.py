@@ -57,7 +57,8 @@ LOTO_SETTINGS = (
     "TrainConfig(epochs=16, patience=4, qr_epochs=30, thinning=(1, 0.3, 0.1, 0.03), max_origins=5000; hidden 48, "
     "batch 256, lr 2e-3, seed 0): at most 16 epochs, four versions per trace (as is and thinned to 30, 10 and 3 %, "
     "a thinned one only where it keeps >= 0.5 req/s, so sparse has one), at most 5000 training and 5000 "
-    "validation origins per version, evenly spaced; every trace the same total weight; one CPU thread"
+    "validation origins per version, evenly spaced; every trace's mean normalised pinball weighted the same; "
+    "one CPU thread"
 )
 
 

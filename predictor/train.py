@@ -4,12 +4,13 @@ Steps: time split of every training trace the same way (train / validation days 
 :mod:`predictor.split`); both learned models minimise the pinball loss on the ratio peak / level, each
 target weighted by level / (the mean true peak of its trace version), so a row's loss is the
 evaluation's pinball on req/s divided by the mean true peak; with several traces (:func:`train_many`)
-each trace's rows are then scaled so that every trace (all its thinned versions together) carries the
-same total weight, in training and in the validation loss: a long trace (NASA, 58 days) or a bursty one
-cannot dominate. Early stopping on the validation loss (best epoch kept); the LSTM is exported to ONNX
-and checked against torch; then every forecaster's calibration factors are fit on each trace's
-validation days through the run-time (onnxruntime / numpy) code path and combined by the median over
-traces (:func:`_calibrate` says why not one pooled fit). The test days are not touched here.
+each target's weight is also divided by the number of targets of its trace (all its thinned versions
+together), so every trace's mean normalised pinball counts the same, in training and in the validation
+loss: a long trace (NASA, 58 days) or a bursty one cannot dominate. Early stopping on the validation
+loss (best epoch kept); the LSTM is exported to ONNX and checked against torch; then every
+forecaster's calibration factors are fit on each trace's validation days through the run-time
+(onnxruntime / numpy) code path and combined by the median over traces (:func:`_calibrate` says why
+not one pooled fit). The test days are not touched here.
 """
 
 from __future__ import annotations
@@ -118,9 +119,12 @@ def _dataset(groups: list[tuple[list[MinuteSeries], np.ndarray]]) -> tuple[Featu
     """Features and targets at the origins of every version of every trace, rows without a valid target
     dropped. ``groups``: one (versions, origins) pair per trace.
 
-    Targets are ratios peak / level; each is weighted by level / (its version's mean true peak), so the
-    loss is the evaluation's pinball on req/s over the mean peak; then each trace's weights are scaled
-    so every trace has the same total weight (each trace counts the same, whatever its length)."""
+    Targets are ratios peak / level; each is weighted by level / (its version's mean true peak), so a
+    target's weighted loss is the evaluation's pinball on req/s over the mean true peak; then divided by
+    the number of valid targets of its trace (all versions together), so every trace's *mean* normalised
+    pinball counts the same in the loss, whatever its length or number of versions. (Scaling each trace's
+    weights to the same *sum* would not do: the mean peak cancels and a trace counts by pinball over its
+    mean level, so the sparse trace, peaks ~15x its level, would outweigh the rest.)"""
     feats, ys, ws = [], [], []
     for versions, origins in groups:
         g_ws = []
@@ -133,15 +137,15 @@ def _dataset(groups: list[tuple[list[MinuteSeries], np.ndarray]]) -> tuple[Featu
             feats.append(f)
             ys.append(np.where(valid, np.nan_to_num(y) / f.level[:, None], 0.0))
             g_ws.append(np.where(valid, f.level[:, None] / mean_peak, 0.0))
-        total = sum(float(w.sum()) for w in g_ws)
-        ws += [w / max(total, 1e-12) for w in g_ws]
+        count = sum(int((w > 0).sum()) for w in g_ws)
+        ws += [w / max(count, 1) for w in g_ws]
     f = Features(
         np.concatenate([x.seq for x in feats]),
         np.concatenate([x.static for x in feats]),
         np.concatenate([x.level for x in feats]),
     )
     w_all = np.concatenate(ws)
-    w_all *= w_all.shape[0] / max(float(w_all.sum()), 1e-12)  # mean weight 1 per row (the loss is a ratio anyway)
+    w_all *= np.count_nonzero(w_all) / max(float(w_all.sum()), 1e-12)  # mean weight 1 (pinball divides by it)
     t = Tensors(
         torch.from_numpy(f.seq),
         torch.from_numpy(f.static),
@@ -340,7 +344,7 @@ def train_many(traces: list[Trace], out_dir: Path | str, cfg: TrainConfig, comma
     returns the spec written.
 
     Every trace is split the same way (``cfg.test_days`` held out, ``cfg.val_days`` validation before
-    them); every trace carries the same total weight in the loss (module docstring). The training
+    them); every trace's mean normalised pinball counts the same in the loss (module docstring). The training
     record (``forecaster.json`` "training") lists every source with its split. Raises ``ValueError``
     when ``traces`` is empty or a trace is too short for the split."""
     if not traces:
@@ -467,8 +471,8 @@ def train_many(traces: list[Trace], out_dir: Path | str, cfg: TrainConfig, comma
             "command": command,
             "trace": summary,
             "traces": records,
-            "trace_weighting": "every trace (all its thinned versions together) the same total weight in the "
-            "loss; rows weighted by level / the version's mean true peak",
+            "trace_weighting": "each target weighted by level / (its version's mean true peak) / (number of "
+            "targets of its trace, all versions together): every trace's mean normalised pinball counts the same",
             "minutes": first["minutes"],
             "split_minutes": first["split_minutes"],
             "seed": cfg.seed,

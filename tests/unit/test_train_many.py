@@ -12,17 +12,25 @@ from predictor import synthetic
 from predictor.features import minute_series
 
 
-def test_each_trace_carries_the_same_total_weight() -> None:
+def test_each_trace_mean_normalised_pinball_counts_the_same() -> None:
     pytest.importorskip("torch", reason="training needs torch (pip install -e '.[zoo]')")
+    from predictor.features import targets_at
     from predictor.train import _dataset
 
-    busy, quiet = minute_series(synthetic.flash(3, seed=0)), minute_series(synthetic.diurnal(3, seed=0))
-    groups = [([busy, busy], np.arange(1500, 3500)), ([quiet], np.arange(1500, 2000))]  # 8x the rows
-    _, t = _dataset(groups)
-    w = t.w.numpy()
-    n_busy = int((w[: 2 * 2000].sum(axis=1) > 0).sum())
-    assert n_busy > 3000 and w.shape[0] == 2 * 2000 + 500
-    assert w[: 2 * 2000].sum() == pytest.approx(w[2 * 2000 :].sum(), rel=1e-4)
+    busy, quiet = minute_series(synthetic.flash(3, seed=0)), minute_series(synthetic.sparse(3, seed=0))
+    o_busy, o_quiet = np.arange(1500, 3500), np.arange(1500, 2000)
+    f, t = _dataset([([busy, busy], o_busy), ([quiet], o_quiet)])  # the busy trace has 8x the rows
+    w, level = t.w.numpy(), f.level
+    k = 2 * o_busy.size
+    assert w.shape[0] == k + o_quiet.size
+    # the loss of a target is w x (ratio error) = w / level x (error in req/s); summed over a trace with
+    # every error equal to that trace's mean true peak, each trace must give the same total
+    totals = []
+    for (ms, o), rows in (((busy, o_busy), slice(0, k)), ((quiet, o_quiet), slice(k, None))):
+        y, valid = targets_at(ms, o)
+        totals.append(float((w[rows] / level[rows, None]).sum()) * float(np.mean(y[valid])))
+    assert totals[0] == pytest.approx(totals[1], rel=1e-3)
+    assert float(w[w > 0].mean()) == pytest.approx(1.0, rel=1e-4)
 
 
 def test_calibration_is_the_median_of_per_trace_factors_and_survives_a_sparse_trace() -> None:
