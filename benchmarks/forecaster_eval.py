@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/forecaster_eval.py [--model profiles/forecaster] [--write]
 
 Runs exactly these commands (in-process) and prints their output; ``--write`` also writes it, with the
-model's training record, to ``<model>/EVAL.md``:
+model's training record, to ``<model>/EVAL.md`` (keeping the leave-one-trace-out section that
+``benchmarks/forecaster_loto.py --write`` puts there):
 
     mark forecast eval --trace ../shared/traces/twitter-2021-08/workload.txt --calibration static --markdown
     mark forecast eval --trace ../shared/traces/twitter-2021-08/workload.txt --calibration online --markdown
@@ -30,6 +31,7 @@ from orchestrator.cli.main import build_parser  # noqa: E402
 
 TWITTER = "../shared/traces/twitter-2021-08/workload.txt"
 NASA = "../shared/traces/nasa-1995/workload.tbz2"
+LOTO_SECTION = "## Leave-one-trace-out (issue 14)"  # written by benchmarks/forecaster_loto.py --write
 RUNS = (
     ("Twitter, last 4 days held out, calibration as fit at training", [TWITTER, "--calibration", "static"]),
     ("Twitter, last 4 days held out, online calibration", [TWITTER, "--calibration", "online"]),
@@ -55,10 +57,14 @@ def training_record(model: Path) -> str:
     spec = json.loads((model / "forecaster.json").read_text())
     t = spec["training"]
     size = sum(p.stat().st_size for p in model.iterdir() if p.suffix in (".onnx", ".npz", ".json"))
-    lines = [
-        f"- command: `{t['command']}`",
-        f"- data: {t['trace']}",
-        f"- split (minute origins): {json.dumps(t['split_minutes'])}",
+    sources = t.get("traces") or [{"source": t["trace"], "split_minutes": t["split_minutes"]}]
+    lines = [f"- command: `{t['command']}`"]
+    for r in sources:
+        extra = f"; thinning {r['thinning']}, weight share {r['weight_share']}" if "thinning" in r else ""
+        lines += [f"- data: {r['source']}", f"  - split (minute origins): {json.dumps(r['split_minutes'])}{extra}"]
+    if "trace_weighting" in t:
+        lines.append(f"- weighting: {t['trace_weighting']}")
+    lines += [
         f"- seed {t['seed']}, trained {t['date']} in {t['wall_seconds']} s (torch {t['torch']}, 1 thread); LSTM best "
         f"epoch {t['lstm']['best_epoch']} of {t['lstm']['epochs_run']}; {spec['model']['parameters']} parameters",
         f"- model files: {size / 1024:.0f} KiB (model.onnx + qr.npz + forecaster.json)",
@@ -90,7 +96,9 @@ def main() -> int:
         print(f"## {title}\n\n`{command}`\n\n{text}", flush=True)
         parts += ["", f"## {title}", "", f"`{command}`", "", text.rstrip()]
     if args.write:
-        (model / "EVAL.md").write_text("\n".join(parts) + "\n")
+        old = (model / "EVAL.md").read_text() if (model / "EVAL.md").is_file() else ""
+        kept = old[old.index(LOTO_SECTION) :] if LOTO_SECTION in old else ""  # forecaster_loto.py's section stays
+        (model / "EVAL.md").write_text("\n".join(parts) + "\n" + ("\n" + kept if kept else ""))
         print(f"wrote {model / 'EVAL.md'}")
     return 0
 

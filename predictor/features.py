@@ -10,6 +10,18 @@ inputs and therefore a 10x larger forecast. Only the per-second noise differs (a
 seconds sits relatively closer to the mean at higher rates); the inputs carry the recent peak/mean
 ratio, so a model can see that.
 
+No clock features (issue 14): the inputs carry no minute of the hour, time of day or day of week.
+A model trained on Twitter alone with minute-of-hour channels learnt Twitter's clock-driven bursts
+(near minute :32 of each hour) as a law of traffic and forecast them on traces that have none (its
+p90 exceeded twice the true peak at 92-96 % of target minutes :33-:36 at h = 5 on other traces).
+Time of day and day of week go too, for the same reason and one more: the count files carry no clock
+(:class:`predictor.traces.Trace` then takes second 0 as 00:00 UTC of a Thursday), so an absolute phase
+means a different hour on every trace and would be learnt as one service's schedule. What is periodic
+in a service reaches the model through features relative to the trace's *own* history instead: the
+peaks of each target minute one day, two hours and one hour earlier (``TARGET_LAGS``), yesterday's
+peaks over the window and yesterday's level, all as ratios to the current level. A service with a
+burst at :32 shows it in its own lag-60 peaks; a service without one shows none.
+
 Missing minutes (collection gaps, NaN seconds) are filled inside the 60-minute window from the last
 observed minute (first observed for a leading run) and flagged in a channel, the same way at run
 time and in the batch builder used for training and evaluation (tests check they agree).
@@ -37,16 +49,10 @@ SEQ_CHANNELS = (
     "mean_ratio",
     "missing",
     "yesterday_peak_ratio",
-    "tod_sin",
-    "tod_cos",
-    "minute_of_hour_sin",
-    "minute_of_hour_cos",
 )
 STATIC_FEATURES = tuple(f"lag{lag}_target_peak_ratio_h{h}" for lag in TARGET_LAGS for h in range(1, HORIZON + 1)) + (
     "yesterday_level_ratio",
     "yesterday_missing_share",
-    "dow_sin",
-    "dow_cos",
     "last10s_mean_ratio",
     "last10s_max_ratio",
 )
@@ -140,7 +146,8 @@ class History:
 
 @dataclass(frozen=True)
 class Features:
-    """A batch of model inputs: ``seq[N, WINDOW, C]``, ``static[N, S]``, ``level[N]`` (req/s)."""
+    """A batch of model inputs: ``seq[N, WINDOW, C]`` (C = len(SEQ_CHANNELS)), ``static[N, S]``
+    (S = len(STATIC_FEATURES)), ``level[N]`` (req/s)."""
 
     seq: np.ndarray
     static: np.ndarray
@@ -180,13 +187,6 @@ def _levels(mean_hist: np.ndarray) -> np.ndarray:
     level = _nanmean_rows(mean_hist[:, -WINDOW:])
     level = np.where(np.isnan(level), _nanmean_rows(mean_hist), level)
     return np.maximum(np.nan_to_num(level, nan=LEVEL_FLOOR), LEVEL_FLOOR)
-
-
-def time_encoding(epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """sin/cos of the time of day and of the day of week (UTC; the epoch was a Thursday)."""
-    day = 2 * np.pi * (np.mod(epoch_s, 86400.0) / 86400.0)
-    week = 2 * np.pi * (np.mod(epoch_s, 7 * 86400.0) / (7 * 86400.0))
-    return np.sin(day), np.cos(day), np.sin(week), np.cos(week)
 
 
 @dataclass(frozen=True)
@@ -259,16 +259,10 @@ def build_features(rows: HistoryRows) -> Features:
     yest_level = _nanmean_rows(rows.mean[:, :WINDOW])
     yest_level_r = np.where(np.isnan(yest_level), 1.0, yest_level / level)
     yest_missing = np.isnan(yest_tgt).mean(axis=1)
-    minute_epoch = rows.origin_epoch_s[:, None] - 60.0 * (WINDOW - np.arange(WINDOW))[None, :]
-    tod_s, tod_c, _, _ = time_encoding(minute_epoch)
-    moh = 2 * np.pi * np.mod(minute_epoch, 3600.0) / 3600.0
-    _, _, dow_s, dow_c = time_encoding(rows.origin_epoch_s)
     l10m = np.where(np.isnan(rows.last10_mean), mean_r[:, -1], rows.last10_mean / level)
     l10x = np.where(np.isnan(rows.last10_max), peak_r[:, -1], rows.last10_max / level)
-    seq = np.stack(
-        (peak_r, mean_r, missing.astype(np.float64), yest_r, tod_s, tod_c, np.sin(moh), np.cos(moh)), axis=-1
-    )
-    static = np.concatenate((*lagged, np.stack((yest_level_r, yest_missing, dow_s, dow_c, l10m, l10x), axis=1)), axis=1)
+    seq = np.stack((peak_r, mean_r, missing.astype(np.float64), yest_r), axis=-1)
+    static = np.concatenate((*lagged, np.stack((yest_level_r, yest_missing, l10m, l10x), axis=1)), axis=1)
     assert static.shape[1] == len(STATIC_FEATURES) and seq.shape[2] == len(SEQ_CHANNELS) or n == 0
     return Features(seq.astype(np.float32), static.astype(np.float32), level)
 

@@ -1,9 +1,10 @@
 """The quantile LSTM (torch; training and export only, never imported at run time).
 
-Input: the last hour as a sequence of per-minute channels, plus static features (yesterday's peaks at
-the target minutes, time of week, the last 10 s). Output: ``[N, H, Q]`` ratios peak / level. The
-quantiles cannot cross: the head predicts p50 (softplus, so positive) and non-negative increments
-(softplus) that are summed on top, so p50 <= p90 <= p99 holds for every input, in the ONNX file too.
+Input: the last hour as a sequence of per-minute channels, plus static features (the peaks of the
+target minutes one day, two hours and one hour earlier, the last 10 s; no clock). Output:
+``[N, H, Q]`` ratios peak / level. The quantiles cannot cross: the head predicts p50 (softplus, so
+positive) and non-negative increments (softplus) that are summed on top, so p50 <= p90 <= p99 holds
+for every input, in the ONNX file too.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Linear quantile regression on the LSTM's own features: the strong simple baseline.
 
 One linear map from the flattened features (the last hour's peak, mean and yesterday-peak ratios,
-the static features, the time of day, a constant) to the ``H x Q`` peak ratios, fit with the pinball
-loss (:mod:`predictor.train`, torch subgradient steps: sklearn's exact ``QuantileRegressor`` takes
-minutes per output on 20k rows x 45 outputs). Run time is one numpy matrix product.
+the static features, a constant; no clock: see :mod:`predictor.features`) to the ``H x Q`` peak
+ratios, fit with the pinball loss (:mod:`predictor.train`, torch subgradient steps: sklearn's exact
+``QuantileRegressor`` takes minutes per output on 20k rows x 45 outputs). Run time is one numpy
+matrix product.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from predictor.features import HORIZON, QUANTILES, Features, HistoryRows, build_
 
 
 def design(f: Features) -> np.ndarray:
-    """``[N, D]`` float32: peak, mean and yesterday-peak ratio of each window minute, statics, tod, 1."""
+    """``[N, D]`` float32, D = 3 x WINDOW + len(STATIC_FEATURES) + 1: peak, mean and yesterday-peak ratio
+    of each window minute, the static features, a constant 1 (last column)."""
     seq = f.seq
     n = seq.shape[0]
-    parts = (seq[:, :, 0], seq[:, :, 1], seq[:, :, 3], f.static, seq[:, -1, 4:8], np.ones((n, 1), np.float32))
+    parts = (seq[:, :, 0], seq[:, :, 1], seq[:, :, 3], f.static, np.ones((n, 1), np.float32))
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 

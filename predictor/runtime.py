@@ -39,7 +39,7 @@ SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "profiles" / "forecast
 SPEC_FILE = "forecaster.json"
 ONNX_FILE = "model.onnx"
 QR_FILE = "qr.npz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: no clock features (issue 14); folders of version 1 must be retrained
 
 
 def session(path: Path | str, threads: int = 1) -> ort.InferenceSession:
@@ -85,7 +85,10 @@ def read_spec(model_dir: Path | str) -> dict[str, Any]:
         raise FileNotFoundError(f"no {SPEC_FILE} in {model_dir} (train one with `mark forecast train`)")
     spec: dict[str, Any] = json.loads(p.read_text())
     if spec.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{p}: format_version {spec.get('format_version')} is not {FORMAT_VERSION}")
+        raise ValueError(
+            f"{p}: format_version {spec.get('format_version')} is not this code's {FORMAT_VERSION} (the features "
+            "changed: retrain the model with `mark forecast train`)"
+        )
     want = {"horizon": HORIZON, "quantiles": list(QUANTILES), "window_minutes": WINDOW}
     got = {k: spec.get(k) for k in want}
     if got != want or spec.get("seq_channels") != list(SEQ_CHANNELS) or spec.get("static") != list(STATIC_FEATURES):

@@ -1,11 +1,16 @@
 """Train the quantile LSTM and the linear quantile regression, fit the baselines, write a model folder.
 
-Steps: time split (train / validation days / test days, :mod:`predictor.split`); both learned models
-minimise the pinball loss on the ratio peak / level, each target weighted by its level (so the loss
-matches the evaluation's pinball on req/s divided by the mean true peak); early stopping on the
-validation loss (best epoch kept); the LSTM is exported to ONNX and checked against torch; then every
-forecaster's calibration factors are fit on the validation days through the run-time (onnxruntime /
-numpy) code path. The test days are not touched here.
+Steps: time split of every training trace the same way (train / validation days / test days,
+:mod:`predictor.split`); both learned models minimise the pinball loss on the ratio peak / level, each
+target weighted by level / (the mean true peak of its trace version), so a row's loss is the
+evaluation's pinball on req/s divided by the mean true peak; with several traces (:func:`train_many`)
+each target's weight is also divided by the number of targets of its trace (all its thinned versions
+together), so every trace's mean normalised pinball counts the same, in training and in the validation
+loss: a long trace (NASA, 58 days) or a bursty one cannot dominate. Early stopping on the validation
+loss (best epoch kept); the LSTM is exported to ONNX and checked against torch; then every
+forecaster's calibration factors are fit on each trace's validation days through the run-time
+(onnxruntime / numpy) code path and combined by the median over traces (:func:`_calibrate` says why
+not one pooled fit). The test days are not touched here.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from predictor.features import (
     STATIC_FEATURES,
     WINDOW,
     Features,
+    HistoryRows,
     MinuteSeries,
     build_features,
     minute_series,
@@ -63,6 +69,12 @@ class TrainConfig:
     qr_epochs: int = 60
     thinning: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)
     progress: bool = True
+    # most origins per trace version in the torch fit (train and validation each; evenly strided; 0 = all):
+    # bounds the time of training on many or long traces. Calibration always uses every validation origin.
+    max_origins: int = 0
+
+
+MIN_THINNED_RATE = 0.5  # req/s: a thinned copy is kept only if its mean rate stays at least this
 
 
 @dataclass(frozen=True)
@@ -86,30 +98,59 @@ def thinned(trace: Trace, p: float, seed: int) -> Trace:
     return Trace(out, f"{trace.source} thinned x{p:g}", trace.start_epoch_s, trace.peak_estimated, trace.gap_seconds)
 
 
-def _dataset(versions: list[MinuteSeries], origins: np.ndarray) -> tuple[Features, Tensors]:
-    """Features and targets at these origins of every version, rows without a valid target dropped.
+def _features(ms: MinuteSeries, origins: np.ndarray, chunk: int = 4096) -> Features:
+    """Features at many origins in chunks (a history row is 1500 minutes x 2 floats: bound the memory)."""
+    parts = [build_features(rows_at(ms, origins[i : i + chunk])) for i in range(0, origins.size, chunk)]
+    return Features(
+        np.concatenate([x.seq for x in parts]),
+        np.concatenate([x.static for x in parts]),
+        np.concatenate([x.level for x in parts]),
+    )
 
-    Targets are ratios peak / level; each is weighted by level / (the version's mean level), so the
-    loss is the evaluation's pinball on req/s over the mean peak, and every version counts the same."""
+
+def _strided(origins: np.ndarray, most: int) -> np.ndarray:
+    """At most ``most`` origins, evenly spaced (all when ``most`` is 0 or more than there are)."""
+    if most <= 0 or origins.size <= most:
+        return origins
+    return origins[np.linspace(0, origins.size - 1, most).round().astype(np.int64)]
+
+
+def _dataset(groups: list[tuple[list[MinuteSeries], np.ndarray]]) -> tuple[Features, Tensors]:
+    """Features and targets at the origins of every version of every trace, rows without a valid target
+    dropped. ``groups``: one (versions, origins) pair per trace.
+
+    Targets are ratios peak / level; each is weighted by level / (its version's mean true peak), so a
+    target's weighted loss is the evaluation's pinball on req/s over the mean true peak; then divided by
+    the number of valid targets of its trace (all versions together), so every trace's *mean* normalised
+    pinball counts the same in the loss, whatever its length or number of versions. (Scaling each trace's
+    weights to the same *sum* would not do: the mean peak cancels and a trace counts by pinball over its
+    mean level, so the sparse trace, peaks ~15x its level, would outweigh the rest.)"""
     feats, ys, ws = [], [], []
-    for ms in versions:
-        y, valid = targets_at(ms, origins)
-        keep = valid.any(axis=1)
-        f = build_features(rows_at(ms, origins[keep]))
-        y, valid = y[keep], valid[keep]
-        feats.append(f)
-        ys.append(np.where(valid, np.nan_to_num(y) / f.level[:, None], 0.0))
-        ws.append(np.where(valid, f.level[:, None] / f.level.mean(), 0.0))
+    for versions, origins in groups:
+        g_ws = []
+        for ms in versions:
+            y, valid = targets_at(ms, origins)
+            keep = valid.any(axis=1)
+            f = _features(ms, origins[keep])
+            y, valid = y[keep], valid[keep]
+            mean_peak = max(float(np.mean(y[valid])) if valid.any() else 1.0, 1e-9)
+            feats.append(f)
+            ys.append(np.where(valid, np.nan_to_num(y) / f.level[:, None], 0.0))
+            g_ws.append(np.where(valid, f.level[:, None] / mean_peak, 0.0))
+        count = sum(int((w > 0).sum()) for w in g_ws)
+        ws += [w / max(count, 1) for w in g_ws]
     f = Features(
         np.concatenate([x.seq for x in feats]),
         np.concatenate([x.static for x in feats]),
         np.concatenate([x.level for x in feats]),
     )
+    w_all = np.concatenate(ws)
+    w_all *= np.count_nonzero(w_all) / max(float(w_all.sum()), 1e-12)  # mean weight 1 (pinball divides by it)
     t = Tensors(
         torch.from_numpy(f.seq),
         torch.from_numpy(f.static),
         torch.from_numpy(np.concatenate(ys).astype(np.float32)),
-        torch.from_numpy(np.concatenate(ws).astype(np.float32)),
+        torch.from_numpy(w_all.astype(np.float32)),
     )
     return f, t
 
@@ -243,24 +284,103 @@ def _point_baselines(alpha: float) -> dict[str, PointForecaster]:
     }
 
 
+def _versions(
+    trace: Trace, series: MinuteSeries, cfg: TrainConfig, salt: int
+) -> tuple[list[MinuteSeries], list[float]]:
+    """The trace and its thinned copies (those whose mean rate stays >= MIN_THINNED_RATE req/s: thinning a
+    sparse trace only deletes its bursts)."""
+    rate = float(np.nanmean(trace.per_second)) if trace.seconds else 0.0
+    kept = [p for p in cfg.thinning if p < 1 and p * rate >= MIN_THINNED_RATE]
+    versions = [series] + [minute_series(thinned(trace, p, cfg.seed + 1000 * salt + i)) for i, p in enumerate(kept)]
+    return versions, [1.0, *kept]
+
+
+def _fit_ewma_alpha_many(parts: list[tuple[HistoryRows, np.ndarray, np.ndarray]]) -> float:
+    """The EWMA alpha with the lowest p50 absolute error summed over traces, each trace's error divided by
+    its mean true peak (so a busy trace does not decide alone); one trace: as :func:`fit_ewma_alpha`."""
+    if len(parts) == 1:
+        return fit_ewma_alpha(*parts[0], EWMA_GRID)
+    best, best_err = EWMA_GRID[0], math.inf
+    for a in EWMA_GRID:
+        err = 0.0
+        for rows, y, valid in parts:
+            p = EWMA(alpha=a).point(rows)
+            err += float(np.mean(np.abs(y[valid] - p[valid]))) / max(float(np.mean(y[valid])), 1e-9)
+        if err < best_err:
+            best, best_err = a, err
+    return best
+
+
+def _calibrate(
+    fc: Any, parts: list[tuple[MinuteSeries, np.ndarray]], targets: list[tuple[np.ndarray, np.ndarray]]
+) -> Calibration:
+    """Split-conformal factors ``[H, Q]`` fit on each trace's validation origins, then the median over
+    traces (one trace: its factors as such).
+
+    Not one fit on the pooled rows: pooled, the heaviest-tailed trace decides the high quantiles for
+    all. On the on/off sparse trace a point baseline forecasts 0 after an empty minute and the next
+    minute's burst makes the ratio true / forecast ~1e7; pooled with five other traces, last value's
+    p99 factor became so large that its online-calibrated pinball on Twitter was ~2e4 x the mean peak
+    (LOTO run of issue 14). The median of per-trace factors is the calibration of a typical trace;
+    online calibration then adapts it to the trace at hand."""
+    fits = []
+    for (ms, o), (y, valid) in zip(parts, targets, strict=True):
+        raw = np.concatenate([fc.raw_rows(rows_at(ms, o[i : i + 4096])) for i in range(0, o.size, 4096)], axis=0)
+        fits.append(Calibration.fit(raw, y, valid, QUANTILES).factors)
+    return Calibration(np.median(np.stack(fits), axis=0))
+
+
 def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = "") -> dict[str, Any]:
-    """Train everything on ``trace`` and write the model folder; returns the spec written."""
+    """Train everything on one trace and write the model folder; returns the spec written.
+
+    The same as :func:`train_many` with one trace. Raises ``ValueError`` if the trace is too short for
+    the split (:func:`predictor.split.time_split`)."""
+    return train_many([trace], out_dir, cfg, command)
+
+
+def train_many(traces: list[Trace], out_dir: Path | str, cfg: TrainConfig, command: str = "") -> dict[str, Any]:
+    """Train the LSTM and the quantile regression on several traces at once, fit the calibration (median
+    over traces of per-trace factors) and the baselines on their validation days, write the model folder;
+    returns the spec written.
+
+    Every trace is split the same way (``cfg.test_days`` held out, ``cfg.val_days`` validation before
+    them); every trace's mean normalised pinball counts the same in the loss (module docstring). The training
+    record (``forecaster.json`` "training") lists every source with its split. Raises ``ValueError``
+    when ``traces`` is empty or a trace is too short for the split."""
+    if not traces:
+        raise ValueError("train_many needs at least one trace")
     t_start = time.monotonic()
     torch.set_num_threads(1)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    series = minute_series(trace)
-    split = time_split(series, cfg.test_days, cfg.val_days)
     log = _Log(cfg.progress)
-    log(trace.describe())
-    log(split.describe())
 
-    versions = [series] + [minute_series(thinned(trace, p, cfg.seed + i)) for i, p in enumerate(cfg.thinning) if p < 1]
-    log(f"training on {len(versions)} versions of the trace: thinning {', '.join(f'{p:g}' for p in cfg.thinning)}")
-    f_tr, tr = _dataset(versions, split.train)
-    f_va, va = _dataset(versions, split.val)
+    g_tr: list[tuple[list[MinuteSeries], np.ndarray]] = []
+    g_va: list[tuple[list[MinuteSeries], np.ndarray]] = []
+    val_parts: list[tuple[MinuteSeries, np.ndarray]] = []
+    records: list[dict[str, Any]] = []
+    for k, trace in enumerate(traces):
+        series = minute_series(trace)
+        split = time_split(series, cfg.test_days, cfg.val_days)
+        versions, kept = _versions(trace, series, cfg, k)
+        log(f"{trace.describe()}\n  {split.describe()}; versions: thinning {', '.join(f'{p:g}' for p in kept)}")
+        g_tr.append((versions, _strided(split.train, cfg.max_origins)))
+        g_va.append((versions, _strided(split.val, cfg.max_origins)))
+        val_parts.append((series, split.val))
+        records.append(
+            {
+                "source": trace.describe(),
+                "minutes": series.minutes,
+                "split_minutes": _split_info(split, series),
+                "thinning": kept,
+                "weight_share": round(1 / len(traces), 4),
+            }
+        )
+    f_tr, tr = _dataset(g_tr)
+    f_va, va = _dataset(g_va)
+    log(f"{len(tr)} training rows, {len(va)} validation rows from {len(traces)} trace(s), each trace weighted equally")
     typical = float(np.median(tr.y[tr.w > 0].numpy()))
 
     model = QuantileLSTM(len(SEQ_CHANNELS), len(STATIC_FEATURES), HORIZON, len(QUANTILES), cfg.hidden, cfg.layers)
@@ -304,21 +424,23 @@ def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = ""
     qr_weights = linear.weight.detach().numpy().T.copy()  # [D, H*Q]
     np.savez_compressed(out / QR_FILE, weights=qr_weights.astype(np.float32))
 
-    # calibration and baseline parameters on the validation days, through the run-time code
-    val_rows = rows_at(series, split.val)
-    y_val, valid_val = targets_at(series, split.val)
-    alpha = fit_ewma_alpha(val_rows, y_val, valid_val, EWMA_GRID)
-    cal: dict[str, Calibration] = {
-        "lstm": Calibration.fit(
-            OnnxForecaster(session(out / ONNX_FILE)).raw_rows(val_rows), y_val, valid_val, QUANTILES
-        ),
-        "quantile_regression": Calibration.fit(
-            LinearQuantileForecaster(qr_weights).raw_rows(val_rows), y_val, valid_val, QUANTILES
-        ),
+    # calibration and baseline parameters on the validation days of every trace, through the run-time code
+    targets = [targets_at(ms, o) for ms, o in val_parts]
+    alpha = _fit_ewma_alpha_many([(rows_at(ms, o), y, v) for (ms, o), (y, v) in zip(val_parts, targets, strict=True)])
+    members: dict[str, Any] = {
+        "lstm": OnnxForecaster(session(out / ONNX_FILE)),
+        "quantile_regression": LinearQuantileForecaster(qr_weights),
+        **_point_baselines(alpha),
     }
-    for key, fc in _point_baselines(alpha).items():
-        cal[key] = Calibration.fit(fc.raw_rows(val_rows), y_val, valid_val, QUANTILES)
+    cal = {key: _calibrate(fc, val_parts, targets) for key, fc in members.items()}
 
+    first = records[0]
+    summary = (
+        first["source"]
+        if len(traces) == 1
+        else f"{len(traces)} traces ({', '.join(t.source.replace(':', ' ') for t in traces)}); "
+        + "; ".join(r["source"] for r in records)
+    )
     spec: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "what": "quantiles of the per-second peak request rate of each of the next H one-minute steps",
@@ -330,7 +452,8 @@ def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = ""
         "static": list(STATIC_FEATURES),
         "level": "mean of the observed per-minute means over the last 60 minutes (req/s), floored at 1/60",
         "outputs": "ONNX 'ratio_quantiles' [N, H, Q] = peak / level; forecast = ratio x level x calibration",
-        "calibration_rule": "split-conformal multiplicative factor per (horizon, quantile) on the validation days",
+        "calibration_rule": "split-conformal multiplicative factor per (horizon, quantile) on the validation days"
+        + (" of each training trace, then the median over traces" if len(traces) > 1 else ""),
         "calibration": {k: c.to_json() for k, c in cal.items()},
         "baselines": {
             "ewma_alpha": alpha,
@@ -346,9 +469,12 @@ def train(trace: Trace, out_dir: Path | str, cfg: TrainConfig, command: str = ""
         },
         "training": {
             "command": command,
-            "trace": trace.describe(),
-            "minutes": series.minutes,
-            "split_minutes": _split_info(split, series),
+            "trace": summary,
+            "traces": records,
+            "trace_weighting": "each target weighted by level / (its version's mean true peak) / (number of "
+            "targets of its trace, all versions together): every trace's mean normalised pinball counts the same",
+            "minutes": first["minutes"],
+            "split_minutes": first["split_minutes"],
             "seed": cfg.seed,
             "config": {k: v for k, v in cfg.__dict__.items() if k != "progress"},
             "lstm": {k: v for k, v in lstm_fit.items()},

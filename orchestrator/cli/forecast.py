@@ -83,15 +83,24 @@ def trace_format_kwargs(args: argparse.Namespace) -> TraceFormat:
     }
 
 
-def _trace_args(p: argparse.ArgumentParser, history: bool = False) -> None:
-    source = p.add_mutually_exclusive_group(required=True) if history else p
+def _trace_args(p: argparse.ArgumentParser, many: bool = False, history: bool = False) -> None:
+    """The trace source (``--trace``; with ``many``, repeatable; with ``history``, or ``--from-history``)
+    and how it is read and split."""
+    source = p.add_mutually_exclusive_group() if history else p
     if history:  # this deployment's own arrivals (issue 14): see orchestrator/cli/forecast_history.py
         add_history_source(source)
     source.add_argument(
         "--trace",
-        required=not history,
+        required=not (many or history),
+        action="append" if many else "store",
         help="per-second counts (.txt, or a .tbz2 holding workload.txt), per-minute CSV (peaks then estimated), "
-        "a CSV of counts per interval with a time column, or a CSV request log (one row per request)",
+        "a CSV of counts per interval with a time column, or a CSV request log (one row per request)"
+        + (
+            "; give it several times to train on several traces; PATH@X multiplies that trace's rates by X "
+            "(after gap detection), e.g. ../shared/traces/nasa-1995/workload.tbz2@100"
+            if many
+            else ""
+        ),
     )
     p.add_argument(
         "--start", default=None, help="clock of the trace's first second (ISO 8601 or epoch s) if it has none"
@@ -123,13 +132,46 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return trace.scaled(scale) if scale != 1.0 else trace
 
 
+def _load_many(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
+    """Every ``--trace PATH[@SCALE]`` then every ``--synthetic FAMILY[:DAYS]`` (seeds --seed, --seed+1, ...)."""
+    from dataclasses import replace
+
+    from predictor import synthetic
+    from predictor.traces import load_trace
+
+    out = []
+    for spec in args.trace or []:
+        path, scale = spec, 1.0
+        if "@" in spec and not Path(spec).exists():
+            path, _, x = spec.rpartition("@")
+            try:
+                scale = float(x)
+            except ValueError:
+                raise ValueError(f"--trace {spec!r}: the part after '@' must be a scale factor") from None
+        trace = load_trace(path, start=args.start, gap_min_expected=args.gap_min_expected, **trace_format_kwargs(args))
+        out.append(replace(trace.scaled(scale), source=f"{trace.source} x{scale:g}") if scale != 1.0 else trace)
+    for i, spec in enumerate(args.synthetic or []):
+        family, days = synthetic.parse_spec(spec)
+        out.append(synthetic.make(family, days, seed=args.seed + i))
+    if not out:
+        raise ValueError("give at least one --trace or --synthetic, or --from-history")
+    return out
+
+
 def cmd_forecast_train(args: argparse.Namespace) -> int:
     try:
-        from predictor.train import TrainConfig, train
+        from predictor.train import TrainConfig, train_many
     except ImportError as e:
         print(f"error: training needs torch (install the 'zoo' extra): {e}", file=sys.stderr)
         return 2
-    trace = _load(args)
+    if args.from_history is not None:
+        if args.synthetic:
+            raise ValueError("--from-history trains on this deployment's own traffic: drop --synthetic")
+        history = _load(args)
+        check_history(history, args)  # NotEnoughHistory states the minimum
+        traces = [history]
+    else:
+        traces = _load_many(args)
     cfg = TrainConfig(
         epochs=args.epochs,
         hidden=args.hidden,
@@ -143,11 +185,10 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         qr_epochs=args.qr_epochs,
         thinning=tuple(float(x) for x in args.thinning.split(",")),
         progress=not args.quiet,
+        max_origins=args.max_origins,
     )
     command = _train_command(args)
-    if args.from_history is not None:
-        check_history(trace, args)  # NotEnoughHistory states the minimum
-    spec = train(trace, args.out, cfg, command=command)
+    spec = train_many(traces, args.out, cfg, command=command)
     t = spec["training"]
     print(
         f"trained in {t['wall_seconds']} s (LSTM best epoch {t['lstm']['best_epoch']} of {t['lstm']['epochs_run']}); "
@@ -155,15 +196,21 @@ def cmd_forecast_train(args: argparse.Namespace) -> int:
         + ", ".join(f"{p.name} {p.stat().st_size / 1024:.0f} KiB" for p in sorted(Path(args.out).iterdir()))
     )
     if args.promote_to is not None:
-        return promote(args, trace)
+        return promote(args, traces[0])  # refused there unless the source is --from-history
     return 0
 
 
 def _train_command(args: argparse.Namespace) -> str:
     """The full command with every training option spelled out, so a later change of defaults cannot
     change what it reproduces."""
-    source = ["--from-history", args.from_history] if args.from_history is not None else ["--trace", args.trace]
-    parts = ["mark", "forecast", "train", *source, "--out", args.out]
+    parts = ["mark", "forecast", "train"]
+    if args.from_history is not None:
+        parts += ["--from-history", args.from_history]
+    for t in args.trace or []:
+        parts += ["--trace", t]
+    for t in args.synthetic or []:
+        parts += ["--synthetic", t]
+    parts += ["--out", args.out]
     for flag in ("start", "gap_min_expected", "test_days", "val_days", "epochs", "patience", "hidden", "layers"):
         value = getattr(args, flag)
         if value is not None:
@@ -177,7 +224,7 @@ def _train_command(args: argparse.Namespace) -> str:
         value = getattr(args, flag, None)
         if value is not None and value != "auto":
             parts += ["--" + option, str(value)]
-    for flag in ("batch", "lr", "qr_epochs", "thinning", "seed"):
+    for flag in ("batch", "lr", "qr_epochs", "thinning", "max_origins", "seed"):
         value = getattr(args, flag)
         parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
     return " ".join(shlex.quote(p) for p in parts)
@@ -240,8 +287,15 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     fsub = fc.add_subparsers(dest="forecast_command", required=True)
 
     tr = fsub.add_parser("train", help="train the quantile LSTM + quantile regression, fit baselines, export ONNX")
-    _trace_args(tr, history=True)
+    _trace_args(tr, many=True, history=True)
     add_promote_flags(tr)
+    tr.add_argument(
+        "--synthetic",
+        action="append",
+        metavar="FAMILY[:DAYS]",
+        help="also train on a synthetic trace (predictor.synthetic: diurnal, weekly, flash, sparse; DAYS default "
+        "21; seeds --seed, --seed+1, ... in order); repeatable",
+    )
     tr.add_argument("--out", required=True, help="model folder to write (model.onnx, qr.npz, forecaster.json)")
     tr.add_argument("--epochs", type=int, default=40, help="most epochs (early stopping on validation)")
     tr.add_argument("--patience", type=int, default=6, help="epochs without validation improvement before stopping")
@@ -255,6 +309,12 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         default="1,0.3,0.1,0.03,0.01",
         help="train also on copies of the trace thinned to these fractions of its requests (rescaled): the "
         "noisier seconds of smaller services, so one model serves traces of any scale",
+    )
+    tr.add_argument(
+        "--max-origins",
+        type=int,
+        default=0,
+        help="most training (and validation) origins per trace version in the fit, evenly spaced (0 = all)",
     )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictor.features import HORIZON, QUANTILES, History, minute_series_from_seconds
+from predictor.features import (
+    HORIZON,
+    QUANTILES,
+    SEQ_CHANNELS,
+    STATIC_FEATURES,
+    WINDOW,
+    History,
+    minute_series_from_seconds,
+)
 from tests.unit.test_predictor import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +86,8 @@ def test_onnx_quantiles_monotone_even_on_wild_inputs(tiny_model: Path) -> None:
 
     sess = session(tiny_model / "model.onnx")
     rng = np.random.default_rng(0)
-    seq = rng.normal(0, 5, (256, 60, 8)).astype(np.float32)
-    static = rng.normal(0, 5, (256, 51)).astype(np.float32)
+    seq = rng.normal(0, 5, (256, WINDOW, len(SEQ_CHANNELS))).astype(np.float32)
+    static = rng.normal(0, 5, (256, len(STATIC_FEATURES))).astype(np.float32)
     out = sess.run(None, {"seq": seq, "static": static})[0]
     assert out.shape == (256, HORIZON, len(QUANTILES))
     assert (out[..., 0] >= 0).all() and (np.diff(out, axis=-1) >= 0).all()

@@ -176,6 +176,34 @@ def test_feature_shapes_and_run_time_equals_batch() -> None:
         assert one.level[0] == pytest.approx(f.level[i])
 
 
+def test_features_carry_no_clock() -> None:
+    """Issue 14: no minute-of-hour, time-of-day or day-of-week input, so a model cannot learn one service's
+    clock (Twitter's bursts near :32) as a law: the same traffic at another clock gives the same inputs."""
+    sec = synthetic("spike", days=2.0)
+    origins = np.array([1600, 2000, 2500])
+    ref = build_features(rows_at(minute_series_from_seconds(sec, epoch0=0.0), origins))
+    for shift_s in (32 * 60.0, 7 * 3600.0, 3.5 * 86400.0):
+        f = build_features(rows_at(minute_series_from_seconds(sec, epoch0=shift_s), origins))
+        np.testing.assert_array_equal(f.seq, ref.seq)
+        np.testing.assert_array_equal(f.static, ref.static)
+    names = " ".join(SEQ_CHANNELS + STATIC_FEATURES)
+    assert not any(word in names for word in ("minute_of_hour", "tod", "dow"))
+
+
+def test_old_model_folder_is_refused_with_a_retrain_message(tmp_path: Path) -> None:
+    import json
+
+    from predictor.runtime import SHIPPED_MODEL_DIR, read_spec
+
+    spec = json.loads((SHIPPED_MODEL_DIR / "forecaster.json").read_text())
+    spec["format_version"] = 1  # folders written before issue 14 (minute-of-hour and clock features)
+    spec["seq_channels"] = [*spec["seq_channels"], "tod_sin", "tod_cos", "minute_of_hour_sin", "minute_of_hour_cos"]
+    (tmp_path / "forecaster.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="retrain"):
+        read_spec(tmp_path)
+    assert read_spec(SHIPPED_MODEL_DIR)["format_version"] == spec["format_version"] + 1
+
+
 def test_history_from_per_second_equals_from_series() -> None:
     sec = synthetic("spike", days=1.2)
     ms = minute_series_from_seconds(sec)
