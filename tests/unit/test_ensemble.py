@@ -27,16 +27,18 @@ EPOCH0 = 60.0 * 28_000_000
 
 @dataclass
 class Scaled:
-    """A member whose raw forecast is ``factor`` x the last minute's peak, for every horizon/quantile."""
+    """A member whose raw forecast is ``factor`` x the peak ``lag`` minutes before the last one, for every
+    horizon and quantile (online calibration absorbs the factor, not the lag)."""
 
     factor: float
     name: str = "scaled"
     calibration: Calibration | None = None
     horizon: int = HORIZON
     quantiles: tuple[float, ...] = QUANTILES
+    lag: int = 0
 
     def raw_rows(self, rows: HistoryRows) -> np.ndarray:
-        last = rows.last_peak()
+        last = rows.peak[:, -1 - self.lag]
         return np.repeat(np.repeat((self.factor * last)[:, None, None], self.horizon, 1), len(self.quantiles), 2)
 
 
@@ -58,10 +60,11 @@ def test_pinball_and_the_weights_rule() -> None:
 
 
 def test_weights_move_to_the_better_member_and_the_loss_is_close_to_its() -> None:
-    """Three members, one right (x1 of the last peak) and two off (x0.5, x2): after a day the weight of
-    the right one is ~1 at every horizon and quantile, and the mixture's pinball is within 5 % of it."""
+    """Three members, one right (the last peak) and two late (the peak 2 and 3 hours before, scaled: online
+    calibration undoes a scale, not a lag): after a day the weight of the right one is ~1 at every horizon
+    and quantile, and the mixture's pinball is within 5 % of it."""
     series = minute_series_from_seconds(diurnal_seconds(3, seed=1), epoch0=EPOCH0)
-    members = [Scaled(0.5, "half"), Scaled(1.0, "right"), Scaled(2.0, "double")]
+    members = [Scaled(0.5, "half", lag=120), Scaled(1.0, "right"), Scaled(2.0, "double", lag=180)]
     ens = Ensemble(members)
     origins = np.arange(1500, series.minutes - HORIZON)
     pred, weights = ens.replay(series, origins)
