@@ -242,7 +242,7 @@ class Ec2:
         return sorted(describe_instances(self.client, filters), key=lambda i: i["InstanceId"])
 
     def launch(self, pool: Pool, count: int, token: str) -> list[dict[str, Any]]:
-        """Launch up to ``count`` instances in ``pool`` (at least 1, or an error), idempotently for
+        """Launch ``count`` instances in ``pool`` (all of them, or an error), idempotently for
         ``token``: instances an earlier attempt with this token launched are returned instead.
 
         Returns the described instances (``RunInstances`` shapes).
@@ -264,7 +264,9 @@ class Ec2:
         kwargs: dict[str, Any] = {
             "LaunchTemplate": {"LaunchTemplateName": template, "Version": "$Latest"},
             "InstanceType": pool.instance_type,
-            "MinCount": 1,  # take what the pool has: partial capacity beats none
+            # All or nothing: a pool that cannot hold ``count`` raises InsufficientInstanceCapacity and
+            # the whole launch moves to the next pool, so the plan's count is met in one place.
+            "MinCount": count,
             "MaxCount": count,
             "ClientToken": pool_token(token, pool),
             "MetadataOptions": dict(IMDS_V2),
@@ -289,8 +291,6 @@ class Ec2:
                 raise PoolUnavailable(pool, code, str(e.response.get("Error", {}).get("Message", ""))) from e
             raise
         instances: list[dict[str, Any]] = out.get("Instances", [])
-        if len(instances) < count:
-            log.warning("pool %s gave %d of %d instances (partial capacity)", pool, len(instances), count)
         log.info("launched %s in %s (token %s)", [i["InstanceId"] for i in instances], pool, token)
         return instances
 
