@@ -40,9 +40,7 @@ def instance_types(deployment: DeploymentConfig, catalog: Catalog) -> tuple[Inst
         UnknownInstanceTypeError: a type is not in the catalog.
     """
     names = [deployment.fleet.initial] + [t for t in deployment.fleet.instance_types if t != deployment.fleet.initial]
-    return tuple(
-        InstanceTypeSpec(n, max(1, catalog.instance(n).vcpu // 2), catalog.boot_seconds(n)) for n in names
-    )
+    return tuple(InstanceTypeSpec(n, max(1, catalog.instance(n).vcpu // 2), catalog.boot_seconds(n)) for n in names)
 
 
 def open_function(deployment: DeploymentConfig, repository: str) -> AwsFunction | None:
