@@ -79,7 +79,12 @@ def fallback_pools(requested: Pool, instance_types: tuple[str, ...]) -> list[Poo
 
 class AwsCloud(Cloud):
     """The deployment's EC2 fleet as a :class:`Cloud`. Build it with :meth:`adopt` (or call
-    :meth:`refresh` before reading ``instances()``)."""
+    :meth:`refresh` before reading ``instances()``).
+
+    ``queue_wait_s``: the interruption queue's long poll per refresh, in seconds (at least 1: a short
+    poll samples only some SQS servers and can miss a message,
+    https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-short-and-long-polling.html;
+    it returns as soon as a message is there)."""
 
     def __init__(
         self,
@@ -88,7 +93,7 @@ class AwsCloud(Cloud):
         *,
         clock: Callable[[], float] = time.time,
         backoff: PoolBackoff | None = None,
-        queue_wait_s: int = 0,
+        queue_wait_s: int = 1,
     ) -> None:
         self.config = config
         self.session = session
