@@ -15,10 +15,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# name -> module. ``aws`` is a valid backend in a deployment config (the infrastructure stacks read
-# it), but its cloud code arrives with the live controller: choosing it to run says so.
-BACKENDS: dict[str, str] = {"local": "orchestrator.cloud.local.backend"}
-PLANNED: dict[str, str] = {"aws": "the AWS backend (boto3) arrives with the live controller (issue 15)"}
+# name -> module (imported, with its SDK, only when chosen: ``local`` never loads boto3).
+BACKENDS: dict[str, str] = {"local": "orchestrator.cloud.local.backend", "aws": "orchestrator.cloud.aws.backend"}
+PLANNED: dict[str, str] = {}  # names a config may carry whose code has not arrived yet
 
 
 class BackendUnavailable(ValueError):

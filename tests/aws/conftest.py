@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -18,3 +21,18 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(k, v)
     for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(k, raising=False)
+
+
+@pytest.fixture
+def moto(aws_credentials: None) -> Iterator[None]:
+    """moto's in-process AWS (Lambda without Docker) for the test's duration."""
+    from moto import mock_aws
+
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        yield
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> str:
+    """A deployment name of the test's own (moto's state is shared by every test in a process)."""
+    return "t-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
