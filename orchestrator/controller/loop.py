@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.cloud.base import CapacityError, Cloud, FunctionBackend, FunctionStats, Instance, InstanceNotFound
+from orchestrator.cloud.base import CapacityError, Cloud, FunctionBackend, Instance, InstanceNotFound
 from orchestrator.controller.actions import (
     Action,
     ActionFailure,
@@ -57,8 +57,8 @@ log = logging.getLogger("mark.controller")
 
 # Pushes (b, W) to one worker; raises on failure (the message becomes the ActionFailure's).
 BatchingPusher = Callable[[Instance, int, float], Awaitable[None]]
-# Called after a top-up with the function's stats before and after (e.g. to bill the pings).
-PrewarmHook = Callable[[FunctionStats, FunctionStats], None]
+# Called just before a top-up; what it returns is called just after it (e.g. to bill the pings).
+PrewarmHook = Callable[[], Callable[[], None]]
 
 ADMIN_TOKEN_ENV = "MARK_WORKER_ADMIN_TOKEN"  # ec2_worker.app's (not imported: it pulls FastAPI in)
 
@@ -143,8 +143,8 @@ class ControlLoop:
     pre-warmed); ``decision_log``: the JSON-lines file ticks are appended to (None: not written);
     ``push_batching``: how ``SetBatching`` reaches a worker (None: such actions fail as ``error``:
     this cloud cannot reconfigure its workers); ``wall_seconds_per_second``: real seconds per second of
-    the cloud's clock (the time factor), for sleeping between steps; ``on_prewarm``: called after each
-    top-up with the function's stats before and after.
+    the cloud's clock (the time factor), for sleeping between steps; ``on_prewarm``: called before each
+    top-up, and what it returns after it (the run bills the pings).
     """
 
     def __init__(
@@ -280,10 +280,10 @@ class ControlLoop:
     async def _prewarm(self, count: int, now_s: float) -> None:
         assert self.function is not None
         try:
-            before = self.function.stats()
+            done = self.on_prewarm() if self.on_prewarm is not None else None
             await self.function.prewarm(count)
-            if self.on_prewarm is not None:
-                self.on_prewarm(before, self.function.stats())
+            if done is not None:
+                done()
         except Exception as e:  # noqa: BLE001
             self._fail(Prewarm(self.prewarm_target), e, now_s)
         finally:
