@@ -8,12 +8,24 @@ simulator will run on.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from functools import cache
 
-from orchestrator.clock import ManualClock
+from orchestrator.clock import Clock, ManualClock
+from orchestrator.cloud.base import (
+    CapacityError,
+    Cloud,
+    FunctionError,
+    FunctionResult,
+    FunctionStats,
+    Instance,
+    InstanceNotFound,
+    InterruptionNotice,
+)
 from orchestrator.economics.catalog import Catalog, load_catalog
 from orchestrator.policy.planning import ON_DEMAND, FleetInstance, LambdaOption, PlanInput, PoolOption
+from orchestrator.types import InstanceState, Market
 
 # Latency profiles as (batch size, p50 ms, p99 ms) rows, shaped like the measured ones, for the
 # batching policy and its simulation: the SLO of those tests is SL of requests within RTmax - EPS.
@@ -35,6 +47,8 @@ GPU_HEAVY: Batches = tuple((b, 20 + 2.0 * b, 1.2 * (20 + 2.0 * b)) for b in (1, 
 __all__ = [
     "DIGITS",
     "EPS",
+    "FakeCloud",
+    "FakeFunction",
     "GPU",
     "GPU_HEAVY",
     "MOBILENET",
@@ -106,3 +120,123 @@ def plan_input(
         lambda_fn or lambda_option(),
         **kw,  # type: ignore[arg-type]
     )
+
+
+# --- a fake cloud and Lambda function for the live loop (orchestrator/controller/loop.py) -------------
+
+
+class FakeCloud(Cloud):
+    """An in-memory ``Cloud`` on a clock the test moves: a launch appears at once as pending and turns
+    running ``boot_s`` later (when :meth:`settle` is called, as the local cloud's watcher would);
+    ``capacity`` bounds live instances (``CapacityError`` past it); ``fail_terminate`` makes the next
+    terminate raise that error; ``calls`` records every verb."""
+
+    def __init__(self, clock: Clock | None = None, *, boot_s: float = 60.0, capacity: int = 100) -> None:
+        self.clock: Clock = clock if clock is not None else ManualClock()
+        self.boot_s = boot_s
+        self.capacity = capacity
+        self.fail_terminate: Exception | None = None
+        self.fail_instances: Exception | None = None
+        self.calls: list[tuple[str, object]] = []
+        self._instances: dict[str, Instance] = {}
+        self._notices: list[InterruptionNotice] = []
+        self._n = 0
+
+    def now(self) -> float:
+        return float(self.clock.now())
+
+    def add(self, instance_type: str = "c5.large", market: Market = Market.ON_DEMAND, *, running: bool = True) -> str:
+        """An instance already there (not launched through the loop)."""
+        self._n += 1
+        iid = f"i-fake{self._n}"
+        state = InstanceState.RUNNING if running else InstanceState.PENDING
+        now = self.now()
+        self._instances[iid] = Instance(iid, instance_type, market, state, now, ready_at=now if running else None)
+        return iid
+
+    async def launch(self, instance_type: str, market: Market, count: int = 1) -> list[Instance]:
+        self.calls.append(("launch", (instance_type, market, count)))
+        alive = sum(1 for i in self._instances.values() if i.state != InstanceState.TERMINATED)
+        if alive + count > self.capacity:
+            raise CapacityError(f"the fake cloud holds {self.capacity} instances; {alive} alive, {count} more asked")
+        out = []
+        for _ in range(count):
+            iid = self.add(instance_type, market, running=False)
+            out.append(self._instances[iid])
+        return out
+
+    async def terminate(self, instance_ids: list[str]) -> None:
+        self.calls.append(("terminate", tuple(instance_ids)))
+        if self.fail_terminate is not None:
+            err, self.fail_terminate = self.fail_terminate, None
+            raise err
+        for iid in instance_ids:
+            if iid not in self._instances:
+                raise InstanceNotFound(f"unknown instance {iid!r}")
+            i = self._instances[iid]
+            self._instances[iid] = dataclasses.replace(i, state=InstanceState.TERMINATED, terminated_at=self.now())
+
+    def settle(self) -> None:
+        """Booted instances turn running (``boot_s`` after their launch)."""
+        now = self.now()
+        for iid, i in self._instances.items():
+            if i.state == InstanceState.PENDING and now >= i.launched_at + self.boot_s:
+                self._instances[iid] = dataclasses.replace(i, state=InstanceState.RUNNING, ready_at=now)
+
+    def die(self, instance_id: str) -> None:
+        """The instance's process exits (before or after it ran)."""
+        i = self._instances[instance_id]
+        self._instances[instance_id] = dataclasses.replace(i, state=InstanceState.TERMINATED, terminated_at=self.now())
+
+    def notice(self, instance_id: str) -> None:
+        self._notices.append(InterruptionNotice(instance_id, self.now(), self.now() + 120.0))
+
+    def instances(self) -> list[Instance]:
+        if self.fail_instances is not None:
+            raise self.fail_instances
+        return list(self._instances.values())
+
+    def interruption_notices(self) -> list[InterruptionNotice]:
+        return list(self._notices)
+
+    async def close(self) -> None:
+        self.calls.append(("close", None))
+
+
+class FakeFunction:
+    """A ``FunctionBackend`` that only counts: ``prewarm`` adds idle environments; ``busy`` is set by tests."""
+
+    def __init__(self, limit: int = 10) -> None:
+        self.limit = limit
+        self.idle = 0
+        self.busy = 0
+        self.prewarm_calls: list[int] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> FunctionResult:
+        raise FunctionError("the fake function serves nothing")
+
+    async def prewarm(self, count: int) -> int:
+        self.prewarm_calls.append(count)
+        n = max(0, min(count, self.limit - self.idle - self.busy))
+        self.idle += n
+        return n
+
+    def stats(self) -> FunctionStats:
+        envs = self.idle + self.busy
+        return FunctionStats(envs, self.busy, self.idle, 0, 0, 0, 0, 0, 0.0, 2048)
+
+    def warm_idle(self) -> int:
+        return self.idle
+
+    def concurrency_left(self) -> int:
+        return self.limit - self.busy
+
+    def concurrency_limit(self) -> int:
+        return self.limit
+
+    def predicted_latency_ms(self, model: str, cold: bool) -> float:
+        return 100.0 if cold else 5.0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from inference.errors import InferenceError
-from orchestrator.cli.args import fraction, non_negative_ms, positive, positive_int, positive_ms
+from orchestrator.cli.args import fraction, non_negative_int, non_negative_ms, positive, positive_int, positive_ms
 from orchestrator.cli.config import add_config_parser, add_run_config_flags
 from orchestrator.cloud.base import CapacityError
 
@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.config import ConfigError
     from orchestrator.economics.catalog import load_catalog
     from orchestrator.runtime.local_stack import stack_config
-    from orchestrator.workload.loadgen import builtin_shape, trace_rates
+    from orchestrator.workload.loadgen import builtin_shape, trace_slice
 
     deployment = deployment_from_args(args)  # ConfigError (a ValueError) names each bad field and flag
     repo = _repo(args)
@@ -221,9 +221,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"[run] recording arrivals per second in {config.history_dir} (--no-history: off)", file=sys.stderr)
     if args.serve:
         return _serve(config, function, catalog, api_keys)
+    history: tuple[int, ...] = ()
+    epoch_at_start: float | None = None
     if args.trace:
-        rates = trace_rates(args.trace, scale=args.scale, limit_seconds=args.seconds)
+        from orchestrator.controller.step import HISTORY_SECONDS
+
+        window = trace_slice(
+            args.trace,
+            scale=args.scale,
+            start_seconds=args.start,
+            limit_seconds=args.seconds,
+            history_seconds=0 if args.static else HISTORY_SECONDS,
+        )
+        rates, history, epoch_at_start = window.rates, window.history, window.epoch_at_start_s
     else:
+        if args.start:
+            print("error: --start needs --trace (it skips that many seconds of the trace)", file=sys.stderr)
+            return 2
         try:
             base, peak, burst = (float(x) for x in args.shape.split(","))
         except ValueError:
@@ -234,11 +248,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from orchestrator.runtime.session import RunReport, run_workload
 
+    controller = None
+    decision_log: Path | None = None
+    if args.static:
+        fleet = f"a static fleet of {config.initial_instances} x {config.instance_type} (--static)"
+    else:
+        controller = _live_controller(args.policy, deployment)
+        decision_log = Path(args.decision_log) if args.decision_log else _default_decision_log(deployment)
+        if not controller.uses_lambda and function is not None:
+            function = None  # the policy runs without Lambda (as in `mark simulate`): overflow gets 503
+        fleet = (
+            f"{config.initial_instances} x {config.instance_type} to start, then the {controller.name} controller "
+            f"(a step every {controller.interval_s:g} virtual s; decision log {decision_log})"
+        )
     print(
-        f"[run] {config.models[0]} on a static fleet of {config.initial_instances} x {config.instance_type} "
-        f"(no controller yet){' + local Lambda' if function is not None else ', no Lambda'}; {len(rates)} virtual "
-        f"seconds at time factor {config.time_factor:g} (~{len(rates) * config.time_factor:.0f} s); SLO "
-        f"{config.rt_max_ms:g} ms for {deployment.slo.sl_min * 100:g}%; front door http://{config.host}:{config.port}",
+        f"[run] {config.models[0]} on {fleet}{' + local Lambda' if function is not None else ', no Lambda'}; "
+        f"{len(rates)} virtual seconds at time factor {config.time_factor:g} "
+        f"(~{len(rates) * config.time_factor:.0f} s); "
+        f"SLO {config.rt_max_ms:g} ms for {deployment.slo.sl_min * 100:g}%; front door http://{config.host}:{config.port}",
         file=sys.stderr,
     )
 
@@ -256,6 +283,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             sl_min=deployment.slo.sl_min,
             lambda_prewarm=deployment.lambda_.prewarm,
             api_keys=api_keys,
+            controller=controller,
+            decision_log=decision_log,
+            epoch_at_start_s=epoch_at_start,
+            history=history,
         )
 
     try:
@@ -265,6 +296,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(report.render())
     return 0
+
+
+LIVE_POLICIES = ("ours", "mark-release", "mark-paper", "lambda-only")  # those that need no future or window peak
+
+
+def _live_controller(policy: str, deployment):  # type: ignore[no-untyped-def]
+    """The controller ``mark run`` drives live: ``policy`` from the deployment's inputs, its fleet bound
+    never above what this machine can hold (the local cloud refuses past it).
+
+    Raises:
+        ValueError: the policy cannot be built from the deployment (names the reason)."""
+    from orchestrator.cloud.local.instances import machine_instance_cap
+    from orchestrator.controller.policies import build_controller, inputs_from_config
+
+    inputs = inputs_from_config(deployment)
+    inputs["max_instances"] = max(deployment.fleet.min_instances, min(inputs["max_instances"], machine_instance_cap()))
+    return build_controller(policy, **inputs)
+
+
+def _default_decision_log(deployment) -> Path:  # type: ignore[no-untyped-def]
+    """``<state dir>/<deployment>/decisions/run-<local time>.jsonl``, beside the recorded arrivals."""
+    import time
+
+    return deployment.history_path().parent / "decisions" / f"run-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
 
 
 def _serve(config, function, catalog, api_keys) -> int:  # type: ignore[no-untyped-def]
@@ -437,6 +492,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", default="20,60,130", help="built-in workload: BASE,PEAK,BURST req/s (diurnal curve + burst)"
     )
     r.add_argument("--seconds", type=positive_int, default=600, help="virtual seconds of workload")
+    r.add_argument(
+        "--start", type=non_negative_int, default=0, help="with --trace: replay from this second of the trace on"
+    )
+    r.add_argument(
+        "--static", action="store_true", help="no controller: the initial fleet stays as it is (the pre-controller run)"
+    )
+    r.add_argument(
+        "--policy",
+        choices=LIVE_POLICIES,
+        default="ours",
+        help="the controller's policy (default ours; see mark simulate for what each is)",
+    )
+    r.add_argument(
+        "--decision-log",
+        default=None,
+        metavar="FILE",
+        help="JSON lines, one per controller step (default: <state dir>/<name>/decisions/run-<time>.jsonl)",
+    )
     r.add_argument(
         "--api-key-sha256",
         action="append",

@@ -106,7 +106,9 @@ class FrontDoor:
     dispatcher, ``/metrics``, and API keys on every route but health when ``api_keys`` is set.
 
     ``arrivals``, when set, counts each inference request admitted to dispatch (known model and version,
-    body read: the demand the forecaster learns, whatever the fleet then answers) per second."""
+    body read: the demand the forecaster learns, whatever the fleet then answers) per second;
+    ``on_arrival``, when set, is called for each of the same requests (the live controller's counter
+    of arrivals per second of the run's clock, ``controller/observe.py``)."""
 
     def __init__(
         self,
@@ -121,6 +123,7 @@ class FrontDoor:
     ) -> None:
         self.dispatcher = dispatcher
         self.arrivals = arrivals
+        self.on_arrival: Callable[[], None] | None = None
         self.server = FrontDoorServer(dispatcher, repo, models)
         self.models = models
         self.max_body_bytes = max_body_bytes
@@ -152,6 +155,8 @@ class FrontDoor:
             budget_ms = request_budget_ms(body, headers, self.dispatcher.config.rt_max_ms)
             if self.arrivals is not None:
                 self.arrivals.record()
+            if self.on_arrival is not None:
+                self.on_arrival()
             answer = await self.dispatcher.handle(model, scope["path"], body, headers, budget_ms)
         except ClientDisconnected as e:
             self.failure.inc(labels + (("reason", failure_reason(e)),))

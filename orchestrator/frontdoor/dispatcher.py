@@ -84,6 +84,8 @@ class Dispatcher:
         self.function = function
         self.prices = prices or (lambda _: 0.0)
         self.outstanding: dict[str, int] = {}
+        # Instances the controller drained: no new work goes to them; what they hold finishes.
+        self.draining: set[str] = set()
         self._pools: dict[str, _Pool] = {}
         self.slo = SloTracker(config.rt_max_ms)
         self.by_route: dict[str, int] = {"instance": 0, "lambda": 0, "rejected": 0, "failed": 0}
@@ -108,7 +110,12 @@ class Dispatcher:
         return {wid: s.factor for wid, s in self.slowdowns.items()}
 
     def ready_workers(self) -> list[Instance]:
-        return [i for i in self.cloud.instances() if i.state == InstanceState.RUNNING and i.endpoint]
+        """Running instances with an endpoint that are not draining: those dispatch may choose."""
+        return [
+            i
+            for i in self.cloud.instances()
+            if i.state == InstanceState.RUNNING and i.endpoint and i.id not in self.draining
+        ]
 
     def _view(self, inst: Instance, model: str) -> WorkerView:
         if model not in self._profiles:

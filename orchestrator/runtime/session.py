@@ -1,22 +1,32 @@
 """``mark run``: the whole local stack under a replayed workload, with live progress and a report.
 
-Until the proactive controller exists (issue 13), the fleet is static: the report shows what the
-workload's burst does to it (Lambda share and SLO attainment during the burst).
+With a ``controller`` (``mark run``'s default, the ``ours`` policy) the live control loop
+(``controller/loop.py``) steps every Δ of the run's clock: it launches instances ahead of the forecast,
+pre-warms Lambda, drains and terminates, and writes each tick to a decision log; the report adds its
+launches and terminations. Without one (``mark run --static``) the fleet is static and the report shows
+what the workload's burst does to it (Lambda share and SLO attainment during the burst).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import secrets
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from inference.codec import encode_request
 from inference.repository import ModelRepository
-from orchestrator.cloud.base import FunctionBackend
+from orchestrator.cloud.base import FunctionBackend, FunctionResult, FunctionStats
+from orchestrator.controller.loop import ControlLoop, local_batching_pusher, wall_now
+from orchestrator.controller.observe import ArrivalCounter, DispatcherView, LiveObserver
+from orchestrator.controller.state import Controller
 from orchestrator.economics.catalog import Catalog
 from orchestrator.economics.ledger import CostLedger, CostSnapshot
 from orchestrator.frontdoor.auth import ApiKeys, hash_key
@@ -31,6 +41,7 @@ class RunStats:
     sent: int = 0
     ok: int = 0
     errors: dict[int, int] = field(default_factory=dict)
+    no_retry_after: int = 0  # 503 answers without a Retry-After header (should be none)
     latencies_ms: list[float] = field(default_factory=list)
     by_second: dict[int, list[str]] = field(default_factory=dict)  # virtual second -> routes answered
     in_slo_by_second: dict[int, list[bool]] = field(default_factory=dict)  # sent that second: answered in time?
@@ -47,6 +58,22 @@ class RunStats:
 
 
 @dataclass(frozen=True)
+class ControlSummary:
+    """What the live controller did in a run: ``launched`` / ``terminated`` instances (its own),
+    ``ticks`` steps, ``failures`` actions refused (by reason), where the decision log is."""
+
+    policy: str
+    interval_s: float
+    ticks: int
+    launched: int
+    terminated: int
+    drained: int
+    failures: dict[str, int]
+    step_errors: int
+    decision_log: str | None
+
+
+@dataclass(frozen=True)
 class RunReport:
     stats: RunStats
     cost: CostSnapshot
@@ -56,6 +83,7 @@ class RunReport:
     burst: tuple[int, int] | None
     instances_launched: int
     decisions: dict[str, int] = field(default_factory=dict)  # the dispatcher's, by reason
+    control: ControlSummary | None = None  # None: a static fleet
 
     @property
     def virtual_requests(self) -> float:
@@ -89,8 +117,23 @@ class RunReport:
             for label, inside in (("during the burst", True), ("outside the burst", False)):
                 a = s.attainment_in(window, inside)
                 rows.append((f"SLO attainment {label}", "-" if a is None else f"{a:.2%}"))
+        k = self.control
+        if k is None:
+            rows.append(("instances launched", f"{self.instances_launched} (a static fleet: --static)"))
+        else:
+            fails = ", ".join(f"{r}: {n}" for r, n in sorted(k.failures.items())) or "none"
+            rows += [
+                ("controller", f"{k.policy}, a step every {k.interval_s:g} virtual s ({k.ticks} steps)"),
+                (
+                    "instances launched",
+                    f"{self.instances_launched} ({self.instances_launched - k.launched} at the start, "
+                    f"{k.launched} by the controller)",
+                ),
+                ("instances terminated", f"{k.terminated} by the controller ({k.drained} drained first)"),
+                ("refused actions", fails + (f"; {k.step_errors} step errors" if k.step_errors else "")),
+                ("decision log", k.decision_log or "not written"),
+            ]
         rows += [
-            ("instances launched", f"{self.instances_launched} (a static fleet: no controller yet)"),
             ("cost: instances", f"${c.instance_usd:.6f}  ({c.instance_seconds:.0f} billed instance-seconds)"),
             (
                 "cost: Lambda",
@@ -141,6 +184,8 @@ class _Sender:
             self.stats.latencies_ms.append(ms)
         else:
             self.stats.errors[resp.status] = self.stats.errors.get(resp.status, 0) + 1
+            if resp.status == 503 and "retry-after" not in resp.headers:
+                self.stats.no_retry_after += 1
         self.stats.by_second.setdefault(second, []).append(resp.headers.get("x-mark-route", "instance"))
 
 
@@ -180,17 +225,36 @@ async def run_workload(
     progress: bool = True,
     lambda_prewarm: int = 0,
     api_keys: ApiKeys | None = None,
+    controller: Controller | None = None,
+    decision_log: Path | str | None = None,
+    epoch_at_start_s: float | None = None,
+    history: Sequence[int] = (),
 ) -> RunReport:
+    """Replay ``rates`` (requests per virtual second) through the local stack and report.
+
+    ``controller``: the live control loop's policy (None: a static fleet, and ``lambda_prewarm``
+    environments warmed once); ``decision_log``: its JSON-lines file; ``epoch_at_start_s``: the calendar
+    time of the workload's first second (a trace's; None: now), for the forecaster's time of day;
+    ``history``: requests per second before the window (a trace's), given to the first step.
+
+    Raises:
+        TimeoutError: the initial instances are not running after 120 s.
+        OSError: the front door cannot listen, or a process cannot start.
+    """
     ledger = CostLedger(catalog)
     seen: dict[str, str] = {}
-    # The fleet is static until the controller lands (issue 13): what the burst does to it is reported.
     burst = burst_window(rates)
     async with LocalStack(config, function, catalog=catalog, api_keys=api_keys) as stack:
         # each request sent stands for 1 / time_factor of the workload, as instances bill virtual seconds
         weight = 1.0 / config.time_factor
-        stack.dispatcher.on_lambda = lambda res: ledger.lambda_invocation(
-            res.billed_duration_ms, res.memory_mb, weight=weight
-        )
+        traffic = _LambdaTally()
+
+        def on_lambda(res: FunctionResult) -> None:
+            traffic.invocations += 1
+            traffic.billed_ms += res.billed_duration_ms
+            ledger.lambda_invocation(res.billed_duration_ms, res.memory_mb, weight=weight)
+
+        stack.dispatcher.on_lambda = on_lambda
 
         def cost_now() -> dict[str, float]:
             snap = ledger.snapshot(stack.cloud.now())
@@ -198,7 +262,7 @@ async def run_workload(
 
         stack.frontdoor.cost = cost_now  # /metrics shows cost so far
         await stack.wait_running(config.initial_instances, timeout_s=120)
-        if lambda_prewarm and function is not None:  # a static stand-in for the planner's pre-warm decision
+        if lambda_prewarm and function is not None and controller is None:  # static: warmed once
             await _prewarm(function, lambda_prewarm, ledger)
         repo = ModelRepository(config.repository)
         payloads = sample_payloads(repo, config.models[0])
@@ -219,7 +283,17 @@ async def run_workload(
                 last_progress[0] = time.monotonic()
                 _progress(i, rates, stack, ledger, time.monotonic() - t_start)
 
-        await replay(rates, sender.send, time_factor=config.time_factor, on_second=on_second)
+        control = _control_loop(
+            controller, stack, function, ledger, decision_log, epoch_at_start_s, history, config.time_factor, traffic
+        )
+        control_task = asyncio.get_running_loop().create_task(control.run()) if control is not None else None
+        try:
+            await replay(rates, sender.send, time_factor=config.time_factor, on_second=on_second)
+        finally:
+            if control_task is not None:
+                control_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await control_task
         _sync_ledger(ledger, stack, seen)
         now = stack.cloud.now()
         for route, n in stack.dispatcher.by_route.items():
@@ -243,6 +317,90 @@ async def run_workload(
         burst,
         len(stack.cloud.instances()),
         dict(stack.dispatcher.decisions),
+        _summary(control, decision_log),
+    )
+
+
+def _control_loop(
+    controller: Controller | None,
+    stack: LocalStack,
+    function: FunctionBackend | None,
+    ledger: CostLedger,
+    decision_log: Path | str | None,
+    epoch_at_start_s: float | None,
+    history: Sequence[int],
+    time_factor: float,
+    traffic: _LambdaTally,
+) -> ControlLoop | None:
+    """The live loop over the stack: arrivals counted per virtual second at the front door (each
+    request standing for ``1 / time_factor``), batching pushed through the workers' admin endpoints,
+    pre-warm pings billed in the run's ledger."""
+    if controller is None:
+        return None
+    counter = ArrivalCounter(stack.cloud.now, weight=1.0 / time_factor)
+    stack.frontdoor.on_arrival = counter.record
+    epoch = (epoch_at_start_s if epoch_at_start_s is not None else wall_now()) - stack.cloud.now()
+    observer = LiveObserver(
+        stack.cloud,
+        counter,
+        serving=DispatcherView(stack.dispatcher),
+        function=function,
+        epoch0_s=epoch,
+        history=history,
+    )
+    return ControlLoop(
+        controller,
+        stack.cloud,
+        observer,
+        decision_log=decision_log,
+        push_batching=local_batching_pusher(stack.cloud.admin_url, stack.config.models),
+        wall_seconds_per_second=time_factor,
+        on_prewarm=_ping_biller(function, ledger, traffic) if function is not None else None,
+    )
+
+
+@dataclass
+class _LambdaTally:
+    """Invocations of the request path (not pings) and their billed ms, as the dispatcher reports them."""
+
+    invocations: int = 0
+    billed_ms: int = 0
+
+
+def _ping_biller(
+    function: FunctionBackend, ledger: CostLedger, traffic: _LambdaTally
+) -> Callable[[], Callable[[], None]]:
+    """Bill a top-up's pings: the function's invocations and billed ms during the top-up, less those of
+    the requests it served meanwhile (billed per request already)."""
+
+    def start() -> Callable[[], None]:
+        before, seen = function.stats(), (traffic.invocations, traffic.billed_ms)
+
+        def done() -> None:
+            after = function.stats()
+            pings = after.invocations - before.invocations - (traffic.invocations - seen[0])
+            billed = after.billed_ms - before.billed_ms - (traffic.billed_ms - seen[1])
+            _bill_calls(ledger, pings, billed, after.memory_mb)
+
+        return done
+
+    return start
+
+
+def _summary(control: ControlLoop | None, decision_log: Path | str | None) -> ControlSummary | None:
+    if control is None:
+        return None
+    c = control.counts
+    return ControlSummary(
+        control.controller.name,
+        float(control.controller.interval_s),
+        c.ticks,
+        c.launched,
+        c.terminated,
+        c.drained,
+        dict(c.by_reason),
+        c.step_errors,
+        str(decision_log) if decision_log is not None else None,
     )
 
 
@@ -251,12 +409,21 @@ async def _prewarm(function: FunctionBackend, count: int, ledger: CostLedger) ->
     by the time factor: a deployment pays them once, whatever its traffic."""
     before = function.stats()
     await function.prewarm(count)
-    after = function.stats()
-    pings = after.invocations - before.invocations
-    if pings:
-        billed_ms = after.billed_ms - before.billed_ms
-        for i in range(pings):  # split the billed ms over the pings, whole ms each, summing exactly
-            ledger.lambda_invocation(billed_ms // pings + (1 if i < billed_ms % pings else 0), after.memory_mb)
+    _bill_pings(ledger, before, function.stats())
+
+
+def _bill_pings(ledger: CostLedger, before: FunctionStats, after: FunctionStats) -> None:
+    """Bill the pre-warm pings between two stats of the function (each INIT + 1 ms), once each."""
+    _bill_calls(ledger, after.invocations - before.invocations, after.billed_ms - before.billed_ms, after.memory_mb)
+
+
+def _bill_calls(ledger: CostLedger, pings: int, billed_ms: int, memory_mb: int) -> None:
+    """Bill ``pings`` invocations of ``billed_ms`` in all, whole ms each, summing exactly."""
+    if pings <= 0:
+        return
+    billed_ms = max(0, billed_ms)
+    for i in range(pings):
+        ledger.lambda_invocation(billed_ms // pings + (1 if i < billed_ms % pings else 0), memory_mb)
 
 
 def _progress(i: int, rates: list[float], stack: LocalStack, ledger: CostLedger, wall: float) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import math
 import random
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,43 @@ async def replay(
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
     return sent
+
+
+@dataclass(frozen=True)
+class TraceSlice:
+    """A window of a trace to replay: ``rates`` (req/s per second of the window, scaled), ``history``
+    (req/s of the seconds before it, scaled and rounded, NaN as 0: what a controller running since
+    before the window would have seen), ``epoch_at_start_s`` (calendar time of the window's first
+    second; the trace's phase from 00:00 UTC of the epoch when the file carries no clock)."""
+
+    rates: list[float]
+    history: tuple[int, ...]
+    epoch_at_start_s: float
+
+
+def trace_slice(
+    path: Path | str,
+    *,
+    scale: float = 1.0,
+    start_seconds: int = 0,
+    limit_seconds: int | None = None,
+    history_seconds: int = 0,
+) -> TraceSlice:
+    """``limit_seconds`` of a trace from second ``start_seconds`` on, with up to ``history_seconds``
+    before it (see :class:`TraceSlice`).
+
+    Raises:
+        ValueError: ``start_seconds`` is negative or at/after the trace's end (naming its length);
+        FileNotFoundError, predictor.traces.TraceError: as :func:`trace_rates`.
+    """
+    trace = load_trace(path, detect_gaps=False)
+    per_second = trace.per_second
+    if not 0 <= start_seconds < per_second.size:
+        raise ValueError(
+            f"--start {start_seconds}: the trace {path} has {per_second.size} seconds (0..{per_second.size - 1})"
+        )
+    end = per_second.size if not limit_seconds else min(per_second.size, start_seconds + limit_seconds)
+    window = per_second[start_seconds:end]
+    before = per_second[max(0, start_seconds - history_seconds) : start_seconds] if history_seconds else per_second[:0]
+    history = tuple(int(round(float(x) * scale)) if math.isfinite(float(x)) else 0 for x in before)
+    return TraceSlice([float(r) * scale for r in window], history, trace.epoch0 + start_seconds)

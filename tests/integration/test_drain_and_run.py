@@ -102,8 +102,11 @@ def test_mark_run_replays_a_workload_and_prints_the_report(tmp_path: Path, digit
     assert out.returncode == 0, out.stderr
     for line in ("SLO attainment", "cost per 1M requests", "Lambda share (burst"):
         assert line in out.stdout, out.stdout
-    # a static fleet until the controller lands: no hard-coded launch at the burst any more
-    assert re.search(r"instances launched\s+1 \(a static fleet: no controller yet\)", out.stdout), out.stdout
+    # the controller runs by default: the report says what it did and where its decisions are
+    assert re.search(r"instances launched\s+\d+ \(1 at the start, \d+ by the controller\)", out.stdout), out.stdout
+    assert re.search(r"controller\s+ours, a step every 60 virtual s", out.stdout), out.stdout
+    log = re.search(r"decision log\s+(\S+\.jsonl)", out.stdout)
+    assert log and Path(log.group(1)).read_text().count("\n") >= 1, out.stdout
     assert "[run] t=" in out.stderr  # the live progress line
 
 
