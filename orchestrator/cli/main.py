@@ -309,7 +309,9 @@ def _live_controller(policy: str, deployment):  # type: ignore[no-untyped-def]
         ValueError: the policy cannot be built from the deployment (names the reason)."""
     from orchestrator.cloud.local.instances import machine_instance_cap
     from orchestrator.controller.policies import build_controller, inputs_from_config
+    from orchestrator.runtime.simulation import silence_solver_banner
 
+    silence_solver_banner()  # the planner's HiGHS would print its banner into the run's progress lines
     inputs = inputs_from_config(deployment)
     inputs["max_instances"] = max(deployment.fleet.min_instances, min(inputs["max_instances"], machine_instance_cap()))
     return build_controller(policy, **inputs)

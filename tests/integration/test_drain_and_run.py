@@ -105,6 +105,7 @@ def test_mark_run_replays_a_workload_and_prints_the_report(tmp_path: Path, digit
     # the controller runs by default: the report says what it did and where its decisions are
     assert re.search(r"instances launched\s+\d+ \(1 at the start, \d+ by the controller\)", out.stdout), out.stdout
     assert re.search(r"controller\s+ours, a step every 60 virtual s", out.stdout), out.stdout
+    assert "HiGHS" not in out.stdout  # the planner's solver banner stays out of the report
     log = re.search(r"decision log\s+(\S+\.jsonl)", out.stdout)
     assert log and Path(log.group(1)).read_text().count("\n") >= 1, out.stdout
     assert "[run] t=" in out.stderr  # the live progress line
