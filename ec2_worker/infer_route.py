@@ -3,6 +3,12 @@
 Every outcome is counted in Triton's metrics: ``nv_inference_request_success``, or
 ``nv_inference_request_failure`` with Triton's reason (REJECTED, CANCELED, BACKEND, OTHER). Requests
 for a model this worker does not serve are counted under ``model="(unknown)"`` (``UNKNOWN_MODEL``).
+
+Every answer from the model's batcher (200, or 503 when its queue is full) carries the queue state
+the front doors fold into their dispatch (``orchestrator/frontdoor/dispatcher.py``), since a front
+door sees only the requests it sent itself: ``x-mark-queue-depth`` (requests waiting for a batch
+when this answer was written, this one no longer among them) and ``x-mark-queue-bound`` (the
+``max_queue`` past which admission answers 503). Two small integers per answer: cheap on the hot path.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import time
 
 from ec2_worker.app_state import WorkerState
+from ec2_worker.batcher import DynamicBatcher
 from ec2_worker.metrics import Labels
 from inference.asgi import ClientDisconnected, Receive, Scope, read_body
 from inference.codec import HEADER_LENGTH, encode_response
@@ -28,6 +35,13 @@ from inference.v2 import (
 )
 
 _IHCL = HEADER_LENGTH.encode()
+QUEUE_DEPTH = "x-mark-queue-depth"
+QUEUE_BOUND = "x-mark-queue-bound"
+
+
+def queue_headers(batcher: DynamicBatcher) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The batcher's queue state as response headers: depth and bound, in requests."""
+    return (QUEUE_DEPTH, str(batcher.queued)), (QUEUE_BOUND, str(batcher.config.max_queue))
 
 
 class WorkerInfer:
@@ -40,6 +54,7 @@ class WorkerInfer:
         labels: Labels = metric_labels(model, state.models)
         t0 = time.perf_counter()
         pending = False
+        batcher: DynamicBatcher | None = None
         try:
             sm = state.get(model)
             check_version(sm.card, r.version)
@@ -73,10 +88,13 @@ class WorkerInfer:
             m.request_failure.inc(labels + (("reason", failure_reason(e)),))
             raise
         except Exception as e:  # noqa: BLE001 - every outcome is answered and counted
+            m.request_failure.inc(labels + (("reason", failure_reason(e)),))
+            reply = error_reply(e)
             if isinstance(e, Overloaded):
                 m.rejected.inc(labels)
-            m.request_failure.inc(labels + (("reason", failure_reason(e)),))
-            return error_reply(e)
+                if batcher is not None:
+                    reply = Reply(reply.status, reply.body, (*reply.headers, *queue_headers(batcher)))
+            return reply
         finally:
             if pending:
                 m.pending.inc(labels, -1)
@@ -89,4 +107,5 @@ class WorkerInfer:
         m.queue_duration.observe(labels, outcome.queue_s)
         if outcome.late:
             m.late.inc(labels)
-        return Reply(200, out_body, tuple(out_headers.items()))
+        assert batcher is not None  # set before the batcher was awaited
+        return Reply(200, out_body, (*out_headers.items(), *queue_headers(batcher)))

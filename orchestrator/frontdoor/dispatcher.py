@@ -21,7 +21,15 @@ from orchestrator.cloud.base import Cloud, FunctionBackend, FunctionError, Insta
 from orchestrator.economics.latency_profiles import layout_batches
 from orchestrator.frontdoor.slo import SloTracker
 from orchestrator.frontdoor.upstream import Connection, HttpConnectionError, build_request
-from orchestrator.policy.dispatch import LambdaView, Route, WorkerView, decide
+from orchestrator.policy.dispatch import (
+    LambdaView,
+    QueueReport,
+    Route,
+    WorkerView,
+    decide,
+    fold_report,
+    parse_queue_report,
+)
 from orchestrator.policy.estimators import Slowdown, observe_slowdown
 from orchestrator.types import InstanceState
 
@@ -44,6 +52,15 @@ class FrontDoorConfig:
     batch_timeout_ms: float = 5.0
     slots: int = 1
     threads: int = 2
+    # Fold each worker's reported queue (x-mark-queue-depth/-bound on its answers) into dispatch, so
+    # that several front doors over the same workers keep each under its bound; off: own view only.
+    fold_queue_reports: bool = True
+    # A report counts, decaying linearly, for at least this long (ms) even where the profile says the
+    # worker drains it faster: the profile times the model alone, not the worker's HTTP handling.
+    report_min_drain_ms: float = 50.0
+    # Requests kept free below a worker's reported bound (None: one batch, max_batch): the other front
+    # doors send to it while its report travels.
+    report_headroom: int | None = None
 
 
 def profile_line(model: str, threads: int, slots: int = 1) -> tuple[float, float]:
@@ -99,6 +116,10 @@ class Dispatcher:
         # Observed / predicted latency per worker (policy/estimators.py): profiles are measured on an
         # idle machine, and a worker sharing its cores (or a noisy neighbour) is slower and jittery.
         self.slowdowns: dict[str, Slowdown] = {}
+        # Each worker's latest report of its queue for a model, by (instance id, model): what other
+        # front doors sent it shows up here, so dispatch does not rely on this one's view alone.
+        self.queue_reports: dict[tuple[str, str], QueueReport] = {}
+        self._sent_since_report: dict[tuple[str, str], int] = {}  # requests sent after that report
         # Requests waiting here for a Lambda environment (all busy at the concurrency limit): at most
         # `limit` are in Lambda at once, so Lambda never throttles what we chose to send it.
         self.lambda_waiting = 0
@@ -117,14 +138,17 @@ class Dispatcher:
             if i.state == InstanceState.RUNNING and i.endpoint and i.id not in self.draining
         ]
 
-    def _view(self, inst: Instance, model: str) -> WorkerView:
+    def _view(self, inst: Instance, model: str, fold: bool = True) -> WorkerView:
+        """What dispatch knows of ``inst`` for ``model``: its profile (times this worker's slowdown), its
+        price, the requests outstanding on it; with ``fold`` (and ``fold_queue_reports``), its latest
+        report of its own queue folded in (policy/dispatch.py: ``fold_report``)."""
         if model not in self._profiles:
             self._profiles[model] = profile_line(model, self.config.threads, self.config.slots)
         t1, per_row = self._profiles[model]
         k = self.slowdowns.get(inst.id, _AS_PROFILED).factor
         t1, per_row = t1 * k, per_row * k
         c = self.config
-        return WorkerView(
+        view = WorkerView(
             inst.id,
             self.outstanding.get(inst.id, 0),
             c.slots,
@@ -135,6 +159,12 @@ class Dispatcher:
             self.prices(inst),
             c.queue_bound,
         )
+        if not (fold and c.fold_queue_reports):
+            return view
+        key = (inst.id, model)
+        report, since = self.queue_reports.get(key), self._sent_since_report.get(key, 0)
+        headroom = c.max_batch if c.report_headroom is None else c.report_headroom
+        return fold_report(view, report, time.monotonic(), c.report_min_drain_ms / 1e3, since, headroom)
 
     def _lambda_view(self, model: str) -> LambdaView:
         f = self.function
@@ -167,6 +197,11 @@ class Dispatcher:
             workers = tuple(self._view(i, model) for i in ready.values())
             elapsed = (time.perf_counter() - t0) * 1e3
             decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
+            if decision.route == Route.REJECT and self.config.fold_queue_reports and workers:
+                # Full by the reports only: the worker's admission is the authority; try on our own view
+                # (a refusal comes back as a 503 and is re-dispatched below).
+                own = tuple(self._view(i, model, fold=False) for i in ready.values())
+                decision = decide(budget_ms - elapsed, own, self._lambda_view(model))
             self.decisions[decision.reason] = self.decisions.get(decision.reason, 0) + 1
             if decision.route == Route.REJECT:
                 self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
@@ -182,7 +217,7 @@ class Dispatcher:
                 break
             assert decision.worker_id is not None
             sent = time.perf_counter()
-            worker_answer = await self._to_worker(ready[decision.worker_id], path, body, headers)
+            worker_answer = await self._to_worker(ready[decision.worker_id], model, path, body, headers)
             if worker_answer is None:  # the worker died mid-request: retry elsewhere
                 log.warning("instance %s dropped a request mid-flight; re-dispatching it", decision.worker_id)
                 excluded.add(decision.worker_id)
@@ -209,7 +244,9 @@ class Dispatcher:
         state = self.slowdowns.get(worker_id, _AS_PROFILED)
         self.slowdowns[worker_id] = observe_slowdown(state, actual_ms, predicted_ms)
 
-    async def _to_worker(self, inst: Instance, path: str, body: bytes, headers: dict[str, str]) -> Answer | None:
+    async def _to_worker(
+        self, inst: Instance, model: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> Answer | None:
         wid = inst.id
         if inst.endpoint is None:
             return None
@@ -220,6 +257,8 @@ class Dispatcher:
         conn = pool.get()
         raw = build_request("POST", pool.host, pool.port, path, body, headers)
         self.outstanding[wid] = self.outstanding.get(wid, 0) + 1
+        key = (wid, model)
+        self._sent_since_report[key] = self._sent_since_report.get(key, 0) + 1
         try:
             resp = await conn.send(raw)
         except HttpConnectionError:
@@ -227,6 +266,13 @@ class Dispatcher:
         finally:
             self.outstanding[wid] -= 1
         pool.put(conn)
+        h = resp.headers
+        report = parse_queue_report(h.get(_QUEUE_DEPTH), h.get(_QUEUE_BOUND), time.monotonic())
+        if report is not None:
+            self.queue_reports[key] = report
+            # the report counts what was sent before it; of ours, what is still outstanding may not be
+            # in it yet (in transit), but the own-outstanding floor of fold_report covers that
+            self._sent_since_report[key] = 0
         out_headers = [(k.encode(), v.encode()) for k, v in resp.headers.items() if k in _PASS_HEADERS]
         return Answer(resp.status, resp.body, out_headers, "instance")
 
@@ -251,6 +297,7 @@ class Dispatcher:
 
 
 _AS_PROFILED = Slowdown()  # a worker with no answers yet
+_QUEUE_DEPTH, _QUEUE_BOUND = "x-mark-queue-depth", "x-mark-queue-bound"  # ec2_worker/infer_route.py
 _PASS_HEADERS = {"content-type", "inference-header-content-length", "retry-after"}
 
 

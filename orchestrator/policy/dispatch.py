@@ -15,13 +15,20 @@ worker's latency profile, Lambda's warm pool) and applies the decision. The rule
    earliest completion or Lambda (warm, or a cold start, which also warms it for the requests
    that follow); workers whose queue is at its bound are out; with nothing left, 503 with
    Retry-After.
+
+Several front doors (a load balancer spreads clients over them) each see only the requests they
+sent. Each worker therefore reports its queue on every answer (``x-mark-queue-depth``/``-bound``),
+and ``fold_report`` makes a front door's view of a worker the larger of its own outstanding requests
+and that report, aged by the time since it came at the worker's service rate: a front door then
+avoids a worker another front door has filled, and a stale report stops counting once the worker
+would have drained it.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -48,9 +55,68 @@ class WorkerView:
         wait = self.batch_timeout_ms if ahead == 0 and self.max_batch > 1 else 0.0
         return wait + batches_before * self.service_ms(self.max_batch) + self.service_ms(rows_in_mine)
 
+    def drain_per_s(self) -> float:
+        """Requests per second the worker takes off its queue when busy: full batches on every slot."""
+        return self.slots * self.max_batch * 1000.0 / max(1e-3, self.service_ms(self.max_batch))
+
     def marginal_usd(self) -> float:
         """What one more request costs on this worker: its share of a batch's busy time."""
         return self.usd_per_hour / 3600.0 * self.per_row_ms / 1000.0
+
+
+@dataclass(frozen=True)
+class QueueReport:
+    """A worker's report of its own queue, from the headers of its latest answer to this front door."""
+
+    depth: int  # requests waiting for a batch at the worker when it answered
+    bound: int  # its queue bound (max_queue), requests
+    at_s: float  # when the answer arrived, monotonic seconds
+
+
+def parse_queue_report(depth: str | None, bound: str | None, at_s: float) -> QueueReport | None:
+    """The report in an answer's ``x-mark-queue-depth``/``x-mark-queue-bound`` header values (``at_s``:
+    monotonic seconds); None when the worker sent none or they are not non-negative integers."""
+    if depth is None or bound is None or not depth.isdigit() or not bound.isdigit():
+        return None
+    return QueueReport(int(depth), int(bound), at_s)
+
+
+def aged_depth(report: QueueReport, now_s: float, drain_per_s: float, min_drain_s: float = 0.0) -> float:
+    """The reported depth less what the worker has served since, >= 0: it drains linearly, at
+    ``drain_per_s`` requests/s but over ``min_drain_s`` seconds at least (profiles time the model
+    alone, and for a small model the worker's HTTP handling, not the model, sets how fast it drains)."""
+    if report.depth <= 0:
+        return 0.0
+    drain_s = max(report.depth / max(drain_per_s, 1e-9), min_drain_s)
+    return report.depth * max(0.0, 1.0 - max(0.0, now_s - report.at_s) / drain_s)
+
+
+def fold_report(
+    view: WorkerView,
+    report: QueueReport | None,
+    now_s: float,
+    min_drain_s: float = 0.0,
+    sent_since: int = 0,
+    headroom: int = 0,
+) -> WorkerView:
+    """``view`` (built from this front door's own outstanding requests) with the worker's own report
+    folded in (``now_s``, ``min_drain_s``: seconds; see ``aged_depth``).
+
+    The worker's queue as this front door estimates it is the reported depth, aged at the view's
+    drain rate and rounded up, plus the ``sent_since`` requests this front door sent it after that
+    report; outstanding becomes the larger of that and its own count. Within ``headroom`` requests of
+    the worker's reported bound the worker counts as full (outstanding raised to the view's bound):
+    the other front doors send to it while the report travels, so aiming at the exact bound would
+    get refusals. The bound itself stays the view's: own outstanding counts requests in running
+    batches too, the worker's bound only those waiting for one.
+    """
+    if report is None:
+        return view
+    queued = math.ceil(aged_depth(report, now_s, view.drain_per_s(), min_drain_s) - 1e-9) + sent_since
+    outstanding = max(view.outstanding, queued)
+    if report.bound > 0 and queued >= max(1, report.bound - headroom):
+        outstanding = max(outstanding, view.queue_bound)
+    return replace(view, outstanding=outstanding)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -152,3 +155,41 @@ def test_slo_tracker_counts_errors_as_misses_however_fast() -> None:
     assert t.attainment == 1 / 3
     t.record(120.0, 10.0)  # the older events leave the window
     assert t.window(120.0, 10.0).requests == 1
+
+
+def test_a_worker_report_raises_the_view_and_a_stale_one_decays() -> None:
+    from orchestrator.policy.dispatch import QueueReport, aged_depth, fold_report, parse_queue_report
+
+    own = worker("cheap", 2, bound=64)  # this front door sent 2; another filled the worker
+    drain = own.drain_per_s()  # 8 rows per 45 ms on one slot: ~178 requests/s
+    assert drain == 8 * 1000.0 / own.service_ms(8)
+    report = QueueReport(depth=30, bound=40, at_s=100.0)
+    fresh = fold_report(own, report, now_s=100.0)
+    assert (fresh.outstanding, fresh.queue_bound) == (30, 64)
+    assert fresh.predicted_completion_ms() > own.predicted_completion_ms()
+    # plus what this front door sent after the report
+    assert fold_report(own, report, now_s=100.0, sent_since=3).outstanding == 33
+    # 90 ms later the worker has served ~16 of them: the report counts for what is left, rounded up
+    assert aged_depth(report, 100.09, drain) == pytest.approx(30 - 0.09 * drain) == pytest.approx(14.0)
+    assert fold_report(own, report, now_s=100.08).outstanding == math.ceil(30 - 0.08 * drain) == 16
+    # once the worker would have drained it, the front door's own count rules again
+    assert fold_report(own, report, now_s=101.0).outstanding == 2
+    # a model the profile says drains in microseconds: the report still counts for min_drain_s
+    tiny = worker("tiny", 0, t1_ms=0.025, per_row_ms=0.0)
+    assert fold_report(tiny, report, now_s=100.001).outstanding == 0  # gone in a millisecond...
+    held = [fold_report(tiny, report, now_s=100.0 + t, min_drain_s=0.05).outstanding for t in (0, 0.025, 0.05)]
+    assert held == [30, 15, 0]  # ...or draining linearly over 50 ms
+    # a report below the front door's own count never lowers it; no report changes nothing
+    assert fold_report(worker("cheap", 9), QueueReport(1, 64, 100.0), 100.0).outstanding == 9
+    assert fold_report(own, None, 100.0) == own
+    # within headroom of the worker's bound it counts as full: the cheap one is skipped
+    near = fold_report(own, QueueReport(36, 40, 5.0), now_s=5.0, headroom=4)
+    assert near.outstanding == near.queue_bound == 64
+    assert decide(200.0, (near, worker("pricey", 0, usd=0.68)), NO_LAMBDA).worker_id == "pricey"
+    assert decide(200.0, (own, worker("pricey", 0, usd=0.68)), NO_LAMBDA).worker_id == "cheap"
+    assert fold_report(own, QueueReport(35, 40, 5.0), now_s=5.0, headroom=4).outstanding == 35
+    # header values: integers or nothing
+    assert parse_queue_report("3", "256", 1.0) == QueueReport(3, 256, 1.0)
+    assert parse_queue_report(None, "256", 1.0) is None
+    assert parse_queue_report("-1", "256", 1.0) is None
+    assert parse_queue_report("x", "2", 1.0) is None
