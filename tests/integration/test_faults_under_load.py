@@ -31,7 +31,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ INTERVAL_S = 10.0
 CAPACITY_RPS = 15.0  # made-up capacity at SLO per instance: 25 req/s needs two
 RT_MAX_MS = 200.0
 SL_MIN = 0.95
-BURST_RPS = 800.0
+BURST_RPS = 400.0
 
 
 class KnownFuture:
@@ -168,7 +168,7 @@ class Run:
         ]
 
 
-Fault = Callable[[Run], Awaitable[None]]
+Fault = Callable[[Run], Coroutine[Any, Any, None]]
 
 
 async def drive(
@@ -347,7 +347,7 @@ def test_lambda_throttled_at_its_concurrency_answers_503_with_retry_after(
 ) -> None:
     # one instance with a small queue bound; a burst past it that the forecast did not see (no instance
     # launched ahead): Lambda (limit 1) takes what it can, the rest is answered 503 + Retry-After
-    rates = [20.0] * 80 + [BURST_RPS] * 3 + [20.0] * 120
+    rates = [20.0] * 80 + [BURST_RPS] * 2 + [20.0] * 160
     stats, run = asyncio.run(
         drive(
             tmp_path,
@@ -363,7 +363,14 @@ def test_lambda_throttled_at_its_concurrency_answers_503_with_retry_after(
     check_counts(stats, "throttle", run)
     routes = run.notes["by_route"]
     print(f"[throttle] dispatch decisions {run.notes['decisions']}")
-    assert routes["lambda"] > 0 or routes["rejected"] > 0, routes
+    decisions = run.notes["decisions"]
+    assert routes["lambda"] > 0, routes  # Lambda covered part of the burst
+    # ... and was held at its concurrency: requests waited for its one environment at the front door, or
+    # were answered 503 + Retry-After (the front door's gate keeps Lambda itself from throttling: its own
+    # count of throttles stays 0, so no 429 reaches a client)
+    at_limit = decisions.get("no worker meets the deadline; a busy Lambda environment frees in time", 0)
+    assert at_limit + routes["rejected"] > 0, decisions
+    assert run.notes["throttles"] == 0 and 429 not in stats.errors
 
 
 # --- 4. the controller restarted ----------------------------------------------------------------
