@@ -12,7 +12,12 @@ control loop (``controller/loop.py``, the real pure step, ``ours``: milp), the l
 4. the controller loop cancelled mid-run and a new one started on the same stack (a restart).
 
 Each asserts: requests sent = responses received (200s plus explicit errors: no connection error, no
-lost request), no 5xx other than 503 with Retry-After, and SLO attainment over the run >= SLmin.
+lost request), no 5xx other than 503 with Retry-After (and no 429: Lambda's throttle is re-dispatched),
+and SLO attainment over the run >= SLmin.
+
+Bug these runs found: Lambda's 429 (a request invoked while the controller's pre-warm held the
+environments being started) went to the client as a 429; the front door now sends such a request back
+to the dispatch policy without Lambda (a worker, or 503 + Retry-After).
 
 SLO used: RTmax = 200 ms, SLmin = 0.95. The digits MLP answers in ~1-3 ms on loopback, so 200 ms is a
 generous-but-realistic deadline for a shared 2-core machine running the front door, the load sender,
@@ -65,7 +70,7 @@ INTERVAL_S = 10.0
 CAPACITY_RPS = 15.0  # made-up capacity at SLO per instance: 25 req/s needs two
 RT_MAX_MS = 200.0
 SL_MIN = 0.95
-BURST_RPS = 400.0
+BURST_RPS = 600.0
 
 
 class KnownFuture:
@@ -91,7 +96,9 @@ class KnownFuture:
         return np.array(rows), state
 
 
-def controller_for(rates: list[float], *, spot: bool = False, lambda_limit: int = 2) -> Controller:
+def controller_for(
+    rates: list[float], *, spot: bool = False, lambda_limit: int = 2, max_instances: int = 3
+) -> Controller:
     catalog = load_catalog()
     pools = [PoolOption("c5.large", ON_DEMAND, catalog.price_usd_per_hour("c5.large", ON_DEMAND), BOOT_S, CAPACITY_RPS)]
     if spot:
@@ -107,7 +114,7 @@ def controller_for(rates: list[float], *, spot: bool = False, lambda_limit: int 
         interval_s=INTERVAL_S,
         horizon_steps=6,
         min_instances=1,
-        max_instances=3,
+        max_instances=max_instances,
         token_prefix="it-",
     )
 
@@ -254,6 +261,7 @@ def check_counts(stats: RunStats, label: str, run: Run) -> float:
     assert stats.sent > 0 and stats.sent == stats.ok + sum(stats.errors.values())
     assert 0 not in stats.errors, "a request got no HTTP answer (connection error)"
     assert all(code < 500 or code == 503 for code in stats.errors), stats.errors
+    assert 429 not in stats.errors, "Lambda's throttle reached a client (the front door re-dispatches it)"
     assert stats.no_retry_after == 0, stats.errors
     assert att >= SL_MIN, att
     assert all("error" not in t for t in run.ticks()), [t for t in run.ticks() if "error" in t]
@@ -298,7 +306,9 @@ def test_a_killed_worker_loses_no_request_and_is_replaced(digits_repo: ModelRepo
 def test_a_spot_notice_is_drained_and_replaced_before_the_notice_ends(
     digits_repo: ModelRepository, tmp_path: Path
 ) -> None:
-    rates = [25.0] * 200
+    # one spot instance, sized for the load (12 req/s at 15): once it is drained, until the
+    # replacement is ready, only Lambda can serve
+    rates = [12.0] * 200
     notice_at = 40
 
     async def notice(run: Run) -> None:
@@ -315,6 +325,7 @@ def test_a_spot_notice_is_drained_and_replaced_before_the_notice_ends(
             rates,
             controller_for(rates, spot=True),
             {notice_at: notice},
+            initial_instances=1,
             market=Market.SPOT,
         )
     )
@@ -336,7 +347,12 @@ def test_a_spot_notice_is_drained_and_replaced_before_the_notice_ends(
     run.notes["replacement_ready_after_notice_s"] = min(
         i.ready_at - n.noticed_at for i in replacements if i.ready_at is not None
     )
-    print(f"[spot] replacement ready {run.notes['replacement_ready_after_notice_s']:.1f} virtual s after the notice")
+    routes_after = [r for sec, rs in stats.by_second.items() if sec >= notice_at for r in rs]
+    print(
+        f"[spot] replacement ready {run.notes['replacement_ready_after_notice_s']:.1f} virtual s after the notice; "
+        f"after it: {routes_after.count('lambda')} requests by Lambda, {routes_after.count('instance')} by instances"
+    )
+    assert routes_after.count("lambda") > 0  # Lambda covered the gap
 
 
 # --- 3. Lambda throttled ------------------------------------------------------------------------
@@ -345,15 +361,15 @@ def test_a_spot_notice_is_drained_and_replaced_before_the_notice_ends(
 def test_lambda_throttled_at_its_concurrency_answers_503_with_retry_after(
     digits_repo: ModelRepository, tmp_path: Path
 ) -> None:
-    # one instance with a small queue bound; a burst past it that the forecast did not see (no instance
-    # launched ahead): Lambda (limit 1) takes what it can, the rest is answered 503 + Retry-After
-    rates = [20.0] * 80 + [BURST_RPS] * 2 + [20.0] * 160
+    # one instance (the fleet's bound: the controller may launch no other) with a small queue bound; a
+    # burst past it: Lambda (limit 1) takes what it can, the rest is answered 503 + Retry-After
+    rates = [40.0] * 80 + [BURST_RPS] * 1 + [40.0] * 200
     stats, run = asyncio.run(
         drive(
             tmp_path,
             digits_repo,
             rates,
-            controller_for([20.0] * len(rates), lambda_limit=1),
+            controller_for(rates, lambda_limit=1, max_instances=1),
             {},
             initial_instances=1,
             lambda_limit=1,
@@ -366,11 +382,10 @@ def test_lambda_throttled_at_its_concurrency_answers_503_with_retry_after(
     decisions = run.notes["decisions"]
     assert routes["lambda"] > 0, routes  # Lambda covered part of the burst
     # ... and was held at its concurrency: requests waited for its one environment at the front door, or
-    # were answered 503 + Retry-After (the front door's gate keeps Lambda itself from throttling: its own
-    # count of throttles stays 0, so no 429 reaches a client)
+    # were answered 503 + Retry-After. (The front door's gate keeps what it sends within the limit; a
+    # throttle Lambda still raises, racing a pre-warm, is re-dispatched: check_counts saw no 429.)
     at_limit = decisions.get("no worker meets the deadline; a busy Lambda environment frees in time", 0)
     assert at_limit + routes["rejected"] > 0, decisions
-    assert run.notes["throttles"] == 0 and 429 not in stats.errors
 
 
 # --- 4. the controller restarted ----------------------------------------------------------------
