@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 from orchestrator.clock import Clock, ManualClock
 from orchestrator.cloud.base import (
@@ -240,3 +241,29 @@ class FakeFunction:
 
     def predicted_latency_ms(self, model: str, cold: bool) -> float:
         return 100.0 if cold else 5.0
+
+
+class KnownFuture:
+    """A forecast source for loopback runs: each coming step's peak of the replayed per-second ``rates``
+    (req/s; second 0 at ``epoch0``), every quantile alike, so a test controls what the planner sees."""
+
+    name = "known-future"
+    quantiles = (0.5, 0.9, 0.99)
+
+    def __init__(self, rates: list[float], epoch0: float) -> None:
+        self.rates, self.epoch0 = rates, epoch0
+
+    def initial_state(self) -> None:
+        return None
+
+    def forecast(self, inputs: Any, state: Any) -> tuple[Any, Any]:
+        import numpy as np
+
+        t = int(round(inputs.epoch_s - self.epoch0))
+        d = inputs.interval_s
+        rows = []
+        for k in range(inputs.steps):
+            lo, hi = max(0, t + int(k * d)), max(0, t + int((k + 1) * d))
+            window = self.rates[lo:hi]
+            rows.append([max(window) if window else self.rates[-1]] * 3)
+        return np.array(rows), state

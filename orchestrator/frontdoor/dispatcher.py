@@ -4,7 +4,8 @@ Bodies are forwarded byte for byte (no decode, no re-encode) over pooled keep-al
 the worker or the Lambda handler does the validation, so the front door rejects exactly what they
 reject, with the same status and message. A request whose worker dies mid-flight is retried once
 on another worker or on Lambda; if that is impossible it is answered with an explicit 502/503,
-never dropped.
+never dropped. A request Lambda throttles (429) goes back to the policy without Lambda: a worker,
+or 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Dispatcher:
         self.by_route: dict[str, int] = {"instance": 0, "lambda": 0, "rejected": 0, "failed": 0}
         self.retries = 0  # requests re-dispatched because their worker died mid-flight
         self.refusals = 0  # requests re-dispatched because a worker refused them (503: draining, full)
+        self.lambda_throttled = 0  # requests re-dispatched because Lambda throttled them (429)
         self.decisions: dict[str, int] = {}  # dispatch decisions by reason: why traffic went where it went
         self._profiles: dict[str, tuple[float, float]] = {
             m: profile_line(m, config.threads, config.slots) for m in models
@@ -192,16 +194,18 @@ class Dispatcher:
         t0 = time.perf_counter()
         excluded: set[str] = set()
         died = False
+        lambda_refused = False  # Lambda throttled this request: it is not offered again
         while True:
             ready = {i.id: i for i in self.ready_workers() if i.id not in excluded}
             workers = tuple(self._view(i, model) for i in ready.values())
             elapsed = (time.perf_counter() - t0) * 1e3
-            decision = decide(budget_ms - elapsed, workers, self._lambda_view(model))
+            lam = _NO_LAMBDA if lambda_refused else self._lambda_view(model)
+            decision = decide(budget_ms - elapsed, workers, lam)
             if decision.route == Route.REJECT and self.config.fold_queue_reports and workers:
                 # Full by the reports only: the worker's admission is the authority; try on our own view
                 # (a refusal comes back as a 503 and is re-dispatched below).
                 own = tuple(self._view(i, model, fold=False) for i in ready.values())
-                decision = decide(budget_ms - elapsed, own, self._lambda_view(model))
+                decision = decide(budget_ms - elapsed, own, lam)
             self.decisions[decision.reason] = self.decisions.get(decision.reason, 0) + 1
             if decision.route == Route.REJECT:
                 self.slo.record(time.monotonic(), (time.perf_counter() - t0) * 1e3, ok=False)
@@ -214,6 +218,14 @@ class Dispatcher:
                 return _error(503, f"overloaded: {decision.reason}", decision.retry_after_s)
             if decision.route == Route.LAMBDA:
                 answer = await self._to_lambda(model, body, headers)
+                if answer.status == 429 and not lambda_refused:
+                    # Throttled (every environment busy at the concurrency limit, e.g. while the
+                    # controller pre-warms): nothing ran, so the request goes back to the policy
+                    # without Lambda: a worker, or 503 + Retry-After. A client never sees Lambda's 429.
+                    log.info("Lambda throttled a request (429); re-dispatching it without Lambda")
+                    lambda_refused = True
+                    self.lambda_throttled += 1
+                    continue
                 break
             assert decision.worker_id is not None
             sent = time.perf_counter()
@@ -298,6 +310,7 @@ class Dispatcher:
 
 _AS_PROFILED = Slowdown()  # a worker with no answers yet
 _QUEUE_DEPTH, _QUEUE_BOUND = "x-mark-queue-depth", "x-mark-queue-bound"  # ec2_worker/infer_route.py
+_NO_LAMBDA = LambdaView(False, 0, 0, 0.0, 0.0)  # what dispatch sees once Lambda has throttled a request
 _PASS_HEADERS = {"content-type", "inference-header-content-length", "retry-after"}
 
 

@@ -14,46 +14,24 @@ import asyncio
 import json
 import math
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 from inference.repository import ModelRepository
 from orchestrator.cloud.local.instances import InstanceTypeSpec
 from orchestrator.cloud.local.lambda_pool import LocalLambda, LocalLambdaConfig
-from orchestrator.controller.forecasting import ForecastInputs
 from orchestrator.controller.policies import build_controller
 from orchestrator.economics.catalog import load_catalog
 from orchestrator.policy.planning import ON_DEMAND, LambdaOption, PoolOption
 from orchestrator.runtime.local_stack import StackConfig
 from orchestrator.runtime.session import run_workload
+from tests import fakes
 
 pytestmark = pytest.mark.slow
 
 EPOCH0 = 1_700_000_040.0  # calendar time of the replay's first second
 RISE_AT = 80  # virtual second the load rises
 RATES = [5.0] * RISE_AT + [40.0] * 50 + [5.0] * 60
-
-
-class KnownFuture:
-    """Forecast: the replayed rates' peak in each coming step (every quantile alike)."""
-
-    name = "known-future"
-    quantiles = (0.5, 0.9, 0.99)
-
-    def initial_state(self) -> None:
-        return None
-
-    def forecast(self, inputs: ForecastInputs, state: Any) -> tuple[np.ndarray, Any]:
-        t = int(round(inputs.epoch_s - EPOCH0))
-        d = inputs.interval_s
-        rows = []
-        for k in range(inputs.steps):
-            lo, hi = max(0, t + int(k * d)), max(0, t + int((k + 1) * d))
-            window = RATES[lo:hi]
-            rows.append([max(window) if window else RATES[-1]] * 3)
-        return np.array(rows), state
 
 
 def test_mark_run_with_the_controller_launches_ahead_of_the_rise_and_answers_everything(
@@ -70,7 +48,7 @@ def test_mark_run_with_the_controller_launches_ahead_of_the_rise_and_answers_eve
         markets=(ON_DEMAND,),
         pools=(pool,),
         lambda_fn=LambdaOption(usd_per_request=1e-4, concurrency_limit=2, latency_ms=5.0),
-        forecaster=KnownFuture(),
+        forecaster=fakes.KnownFuture(RATES, EPOCH0),
         interval_s=10.0,
         horizon_steps=6,
         min_instances=1,

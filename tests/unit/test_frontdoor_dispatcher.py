@@ -56,3 +56,40 @@ def test_a_throttled_function_is_a_429_by_its_type_not_its_class_name() -> None:
         answer = asyncio.run(d._to_lambda("m", b"{}", {}))
         assert (answer.status, answer.route) == (status, "lambda"), error
         assert b"Lambda could not serve the request" in answer.body
+
+
+def test_a_request_lambda_throttles_is_answered_503_with_retry_after_never_429() -> None:
+    """Lambda's 429 (every environment busy, e.g. while the controller pre-warms) goes back to the
+    policy without Lambda: with no worker that can take it, an explicit 503 + Retry-After."""
+    import asyncio
+
+    from orchestrator.cloud.base import FunctionThrottled
+
+    class Cloud:
+        def instances(self) -> list[object]:
+            return []
+
+    class Fn:
+        calls = 0
+
+        async def invoke(self, model: str, body: bytes, headers: dict[str, str]) -> None:
+            Fn.calls += 1
+            raise FunctionThrottled("all busy")
+
+        def concurrency_limit(self) -> int:
+            return 1
+
+        def warm_idle(self) -> int:
+            return 1
+
+        def concurrency_left(self) -> int:
+            return 0
+
+        def predicted_latency_ms(self, model: str, cold: bool) -> float:
+            return 5.0
+
+    d = Dispatcher(Cloud(), FrontDoorConfig(), Fn())  # type: ignore[arg-type]
+    answer = asyncio.run(d.handle("m", "/v2/models/m/infer", b"{}", {}, 200.0))
+    assert answer.status == 503 and answer.route == "frontdoor"
+    assert (b"retry-after", b"1") in answer.headers
+    assert Fn.calls == 1 and d.lambda_throttled == 1 and d.by_route["rejected"] == 1
