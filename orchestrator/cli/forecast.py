@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TypedDict
 
+from orchestrator.cli.args import positive
 from orchestrator.cli.forecast_history import (
     add_history_source,
     add_promote_flags,
@@ -113,8 +114,10 @@ def _trace_args(p: argparse.ArgumentParser, many: bool = False, history: bool = 
         "before or after) would have sent this many requests in it",
     )
     trace_format_args(p)
-    p.add_argument("--test-days", "--last-days", dest="test_days", type=float, default=4.0, help="held-out last days")
-    p.add_argument("--val-days", type=float, default=3.0, help="validation days just before them (default 3)")
+    p.add_argument(
+        "--test-days", "--last-days", dest="test_days", type=positive, default=4.0, help="held-out last days"
+    )
+    p.add_argument("--val-days", type=positive, default=3.0, help="validation days just before them (default 3)")
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -158,7 +161,25 @@ def _load_many(args: argparse.Namespace) -> list:  # type: ignore[type-arg]
     return out
 
 
+def _horizons(text: str) -> tuple[int, ...]:
+    """``--horizons``: comma-separated whole minutes within the forecaster's horizon."""
+    from predictor.features import HORIZON
+
+    try:
+        hs = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        hs = ()
+    if not hs or any(not 1 <= h <= HORIZON for h in hs):
+        raise argparse.ArgumentTypeError(f"must be whole minutes 1..{HORIZON}, comma-separated, got {text!r}")
+    return hs
+
+
 def cmd_forecast_train(args: argparse.Namespace) -> int:
+    if args.promote_to is not None and args.from_history is None:  # before hours of training, not after
+        print(
+            "error: --promote-to compares on this deployment's held-out days: give --from-history DIR", file=sys.stderr
+        )
+        return 2
     try:
         from predictor.train import TrainConfig, train_many
     except ImportError as e:
@@ -236,7 +257,7 @@ def cmd_forecast_eval(args: argparse.Namespace) -> int:
     from predictor.runtime import load_ensemble, load_forecasters, read_spec
     from predictor.split import time_split
 
-    horizons = tuple(int(h) for h in args.horizons.split(","))
+    horizons = args.horizons
     trace = _load(args)
     series = minute_series(trace)
     split = time_split(series, args.test_days, args.val_days)
@@ -324,7 +345,9 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     _trace_args(ev)
     ev.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (default: profiles/forecaster)")
     ev.add_argument("--scale", type=float, default=1.0, help="multiply the trace's rates (after gap detection)")
-    ev.add_argument("--horizons", default="1,3,5,10,15", help="horizons (minutes) to print")
+    ev.add_argument(
+        "--horizons", type=_horizons, default=(1, 3, 5, 10, 15), help="horizons (minutes, 1..15) to print, e.g. 1,5,15"
+    )
     ev.add_argument(
         "--calibration",
         choices=("static", "online", "trace"),
@@ -333,7 +356,7 @@ def add_forecast_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "start as fit at training and adapt as outcomes arrive (adaptive conformal); static: as fit at training; "
         "trace: refit on this trace's validation days. Weights are never retrained.",
     )
-    ev.add_argument("--gamma", type=float, default=0.01, help="online calibration step (log factor per outcome)")
+    ev.add_argument("--gamma", type=positive, default=0.01, help="online calibration step (log factor per outcome)")
     ev.add_argument("--markdown", action="store_true", help="markdown tables")
     ev.set_defaults(func=cmd_forecast_eval)
     add_promote_parser(fsub)

@@ -29,3 +29,34 @@ def test_bad_values_are_refused_before_anything_is_built(
     assert e.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["forecast", "eval", "--trace", "t.txt", "--horizons", "16"],
+            "argument --horizons: must be whole minutes 1..15",
+        ),
+        (
+            ["forecast", "eval", "--trace", "t.txt", "--horizons", "0,5"],
+            "argument --horizons: must be whole minutes 1..15",
+        ),
+        (["forecast", "eval", "--trace", "t.txt", "--horizons", "abc"], "argument --horizons: must be whole minutes"),
+        (["forecast", "eval", "--trace", "t.txt", "--test-days", "-1"], "argument --test-days/--last-days: must be"),
+        (["forecast", "eval", "--trace", "t.txt", "--val-days", "0"], "argument --val-days: must be a number > 0"),
+        (["forecast", "eval", "--trace", "t.txt", "--gamma", "-1"], "argument --gamma: must be a number > 0"),
+        (["forecast", "train", "--synthetic", "diurnal:12", "--out", "m", "--promote-to", "a"], "give --from-history"),
+    ],
+)
+def test_forecast_arguments_are_refused_before_any_work(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # nothing trained, nothing written
