@@ -26,7 +26,7 @@ from typing import Protocol
 
 from orchestrator.cloud.base import Cloud, FunctionBackend
 from orchestrator.controller.actions import ActionFailure
-from orchestrator.controller.state import FleetMember, Observation
+from orchestrator.controller.state import Observation, observed_fleet
 from orchestrator.frontdoor.dispatcher import Dispatcher
 from orchestrator.types import InstanceState
 
@@ -154,23 +154,14 @@ class LiveObserver:
         if self._first:
             arrivals = self._history + arrivals
             self._first = False
-        notices = {n.instance_id: n.noticed_at for n in self.cloud.interruption_notices()}
         tokens = tokens or {}
-        fleet = tuple(
-            FleetMember(
-                instance_id=i.id,
-                instance_type=i.instance_type,
-                market=i.market,
-                state=i.state,
-                launched_at_s=i.launched_at,
-                ready_at_s=i.ready_at,
-                notice_at_s=notices.get(i.id),
-                draining=i.id in draining or i.state == InstanceState.DRAINING,
-                queued=self.serving.queued(i.id) if self.serving is not None else 0,
-                token=tokens.get(i.id, ""),
-            )
-            for i in self.cloud.instances()
-            if i.state != InstanceState.TERMINATED
+        serving = self.serving
+        fleet = observed_fleet(
+            self.cloud.instances(),
+            self.cloud.interruption_notices(),
+            draining=lambda i: i.id in draining or i.state == InstanceState.DRAINING,
+            queued=(lambda i: serving.queued(i)) if serving is not None else (lambda i: 0),
+            token=lambda i: tokens.get(i, ""),
         )
         warm = busy = 0
         if self.function is not None:

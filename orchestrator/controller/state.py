@@ -14,12 +14,15 @@ time (POSIX seconds), which the forecaster's time-of-day features need.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.controller.actions import Action, ActionFailure, action_json
 from orchestrator.types import InstanceState, Market
+
+if TYPE_CHECKING:
+    from orchestrator.cloud.base import Instance, InterruptionNotice
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,36 @@ class FleetMember:
     draining: bool = False
     queued: int = 0  # requests waiting or in service on it now
     token: str = ""  # the launch's idempotency token
+
+
+def observed_fleet(
+    instances: Iterable[Instance],
+    notices: Iterable[InterruptionNotice],
+    *,
+    draining: Callable[[Instance], bool],
+    queued: Callable[[str], int],
+    token: Callable[[str], str],
+) -> tuple[FleetMember, ...]:
+    """The fleet as a step sees it, the one mapping the simulator and the live loop share: every instance
+    not terminated, with its spot notice time (None: none), whether it is draining, the requests queued
+    on it and its launch token (the callables answer per instance / instance id)."""
+    notice_at = {n.instance_id: n.noticed_at for n in notices}
+    return tuple(
+        FleetMember(
+            instance_id=i.id,
+            instance_type=i.instance_type,
+            market=i.market,
+            state=i.state,
+            launched_at_s=i.launched_at,
+            ready_at_s=i.ready_at,
+            notice_at_s=notice_at.get(i.id),
+            draining=draining(i),
+            queued=queued(i.id),
+            token=token(i.id),
+        )
+        for i in instances
+        if i.state != InstanceState.TERMINATED
+    )
 
 
 @dataclass(frozen=True)

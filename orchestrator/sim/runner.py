@@ -46,7 +46,7 @@ from orchestrator.controller.actions import (
     SetBatching,
     Terminate,
 )
-from orchestrator.controller.state import Controller, FleetMember, Observation
+from orchestrator.controller.state import Controller, Observation, observed_fleet
 from orchestrator.economics.catalog import Catalog, UnknownInstanceTypeError, load_catalog
 from orchestrator.economics.latency_profiles import TypeProfile, profile_for, single_thread_batches
 from orchestrator.economics.ledger import CostLedger
@@ -346,22 +346,12 @@ class Simulation:
             self.engine.kill(ev.instance_id, ev.at_s)
 
     def _observe(self, t: int, since: int, answered: int, ok: int) -> Observation:
-        notices = {n.instance_id: n.noticed_at for n in self.cloud.interruption_notices()}
-        fleet = tuple(
-            FleetMember(
-                instance_id=i.id,
-                instance_type=i.instance_type,
-                market=i.market,
-                state=i.state,
-                launched_at_s=i.launched_at,
-                ready_at_s=i.ready_at,
-                notice_at_s=notices.get(i.id),
-                draining=self.cloud.is_draining(i.id),
-                queued=self.engine.outstanding(i.id),
-                token=self.cloud.token_of(i.id),
-            )
-            for i in self.cloud.instances()
-            if i.state != InstanceState.TERMINATED
+        fleet = observed_fleet(
+            self.cloud.instances(),
+            self.cloud.interruption_notices(),
+            draining=lambda i: self.cloud.is_draining(i.id),
+            queued=self.engine.outstanding,
+            token=self.cloud.token_of,
         )
         warm, busy = self.engine.lambda_counts(t)
         future_s = int(self.controller.future_s)
